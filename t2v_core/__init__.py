@@ -1,0 +1,10 @@
+"""ModelScope text-to-video (arXiv 2308.06571) in plain PyTorch: the model, its checkpoint formats and samplers."""
+from .checkpoint import CheckpointError
+from .generate import generate, initial_noise, sample
+from .loading import detect_format, load_pipeline, load_unet, load_vae, save_single_file
+from .pipeline import Pipeline
+from .samplers import SAMPLERS
+from .schedule import NoiseSchedule
+
+__all__ = ["CheckpointError", "NoiseSchedule", "Pipeline", "SAMPLERS", "detect_format", "generate", "initial_noise",
+           "load_pipeline", "load_unet", "load_vae", "sample", "save_single_file"]

@@ -1,0 +1,204 @@
+"""Building each network from a state dict in any published layout: infer its config, check keys, assign weights.
+
+Each network is built on the ``meta`` device and then takes the file's tensors themselves (memory-mapped where
+the file allows), so a checkpoint is never held twice in memory. A 16-bit file stays 16-bit when the compute
+dtype is wider; the ``ops`` layers cast one layer at a time.
+"""
+import re
+from functools import partial
+
+import torch
+
+from . import keymaps
+from .checkpoint import CheckpointError
+from .text_encoder import TextEncoder, TextEncoderConfig
+from .unet3d import UNet3D, UNet3DConfig
+from .vae import AutoencoderKL, VAEConfig
+
+MAX_LISTED = 8
+
+
+def _count(state, key_of, pattern):
+    """How many consecutive i have ``key_of(pattern.format(i))`` in ``state``."""
+    n = 0
+    while key_of(pattern.format(n)) in state:
+        n += 1
+    return n
+
+
+def _name_list(keys):
+    keys = sorted(keys)
+    more = f" and {len(keys) - MAX_LISTED} more" if len(keys) > MAX_LISTED else ""
+    return ", ".join(keys[:MAX_LISTED]) + more
+
+
+def storage_dtype(tensor, compute_dtype):
+    """Keep floating weights narrower than the compute dtype as they are (cast per layer); convert the rest."""
+    if tensor.dtype.is_floating_point and tensor.dtype.itemsize < compute_dtype.itemsize:
+        return tensor.dtype
+    return compute_dtype
+
+
+def file_layout(model, keymap):
+    """Our parameter name -> [(file key, file shape), ...] for every parameter of ``model``."""
+    return {k: keymap(k, tuple(v.shape)) for k, v in model.state_dict().items()}
+
+
+def export_state(model, keymap):
+    """``model``'s weights under the file names and shapes of ``keymap``'s layout (the inverse of loading)."""
+    weights, state = model.state_dict(), {}
+    for key, parts in file_layout(model, keymap).items():
+        tensor = weights[key]
+        pieces = tensor.split(parts[0][1][0]) if len(parts) > 1 else [tensor]
+        state.update({file_key: piece.reshape(shape).clone() for (file_key, shape), piece in zip(parts, pieces)})
+    return state
+
+
+def assign_weights(model, state, keymap, source, dtype, ignored=lambda key: False):
+    """Move ``state`` (file names) into ``model`` (built on meta) through ``keymap``; refuse any mismatch."""
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    layout = file_layout(model, keymap)
+    expected = {file_key: file_shape for parts in layout.values() for file_key, file_shape in parts}
+    missing = set(expected) - set(state)
+    unexpected = {k for k in state if k not in expected and not ignored(k)}
+    if missing or unexpected:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing keys ({_name_list(missing)})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected keys ({_name_list(unexpected)})")
+        raise CheckpointError(f"{source}: not the layout expected for this model: " + "; ".join(problems))
+    wrong = [f"{k} is {tuple(state[k].shape)}, expected {s}" for k, s in expected.items() if tuple(state[k].shape) != s]
+    if wrong:
+        raise CheckpointError(f"{source}: {len(wrong)} tensors have the wrong shape: " + "; ".join(wrong[:MAX_LISTED]))
+    weights = {}
+    for key, parts in layout.items():
+        tensors = [state[file_key] for file_key, _ in parts]
+        tensor = (tensors[0] if len(tensors) == 1 else torch.cat(tensors)).reshape(shapes[key])
+        weights[key] = tensor.to(storage_dtype(tensor, dtype))
+    model.load_state_dict(weights, assign=True)
+    return model.requires_grad_(False).eval()
+
+
+# --- UNet -------------------------------------------------------------------------------------------------------
+
+def _original_unet_structure(state, source):
+    """Layers per block and attention levels of an original-layout UNet, which its other names depend on."""
+    inputs = {int(m[1]) for k in state if (m := re.match(r"input_blocks\.(\d+)\.", k))}
+    levels = 1 + sum(f"input_blocks.{i}.op.weight" in state for i in inputs)
+    if not inputs or len(inputs) % levels:
+        raise CheckpointError(f"{source}: not a ModelScope text-to-video UNet (input_blocks do not form whole levels)")
+    layers = len(inputs) // levels - 1
+    attention = tuple(f"input_blocks.{1 + level * (layers + 1)}.1.proj_in.weight" in state for level in range(levels))
+    return layers, attention
+
+
+def unet_keymap(state, layout, source):
+    if layout == "diffusers":
+        return keymaps.identity
+    layers, attention = _original_unet_structure(state, source)
+    return partial(keymaps.unet_original, layers_per_block=layers, attention_levels=attention)
+
+
+def infer_unet_config(state, keymap, source, head_dim=None, norm_groups=32):
+    """The UNet's shape parameters, read from the tensors. ``head_dim`` comes from a config file where there is one;
+    otherwise from ``transformer_in``, which has 8 heads in every published checkpoint and in diffusers."""
+    key_of = lambda key: keymap(key, ())[0][0]  # noqa: E731
+    if key_of("transformer_in.proj_in.weight") not in state:
+        if key_of("conv_in.weight") in state or "input_blocks.0.0.weight" in state:
+            raise CheckpointError(
+                f"{source}: this is an image UNet (Stable Diffusion style, no temporal layers), not a ModelScope "
+                f"text-to-video UNet: it has no temporal transformer after conv_in ({key_of('transformer_in.proj_in.weight')})")
+        raise CheckpointError(f"{source}: not a ModelScope text-to-video UNet (no {key_of('conv_in.weight')})")
+    levels = _count(state, key_of, "down_blocks.{}.resnets.0.conv1.weight")
+    channels = tuple(state[key_of(f"down_blocks.{i}.resnets.0.conv1.weight")].shape[0] for i in range(levels))
+    inner_in = state[key_of("transformer_in.proj_in.weight")].shape[0]
+    head_dim = head_dim or inner_in // 8
+    return UNet3DConfig(
+        in_channels=state[key_of("conv_in.weight")].shape[1],
+        out_channels=state[key_of("conv_out.weight")].shape[0],
+        block_out_channels=channels,
+        cross_attention=tuple(key_of(f"down_blocks.{i}.attentions.0.proj_in.weight") in state for i in range(levels)),
+        layers_per_block=_count(state, key_of, "down_blocks.0.resnets.{}.conv1.weight"),
+        context_dim=state[key_of("mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight")].shape[1],
+        head_dim=head_dim,
+        transformer_in_heads=inner_in // head_dim,
+        norm_groups=norm_groups,
+    )
+
+
+def build_unet(state, layout, source, dtype, head_dim=None, norm_groups=32):
+    """``layout``: "original" (UNetSD names) or "diffusers" (our own names)."""
+    keymap = unet_keymap(state, layout, source)
+    cfg = infer_unet_config(state, keymap, source, head_dim, norm_groups)
+    with torch.device("meta"):
+        model = UNet3D(cfg)
+    return assign_weights(model, state, keymap, source, dtype)
+
+
+# --- VAE --------------------------------------------------------------------------------------------------------
+
+def vae_keymap(state, layout):
+    if layout == "diffusers":
+        return keymaps.identity
+    levels = sum(1 for k in state if re.fullmatch(r"encoder\.down\.\d+\.block\.0\.conv1\.weight", k))
+    return partial(keymaps.vae_ldm, levels=levels)
+
+
+def infer_vae_config(state, keymap, source, norm_groups=32, scaling_factor=0.18215):
+    key_of = lambda key: keymap(key, ())[0][0]  # noqa: E731
+    if key_of("post_quant_conv.weight") not in state:
+        raise CheckpointError(f"{source}: not a KL autoencoder (no {key_of('post_quant_conv.weight')})")
+    levels = _count(state, key_of, "encoder.down_blocks.{}.resnets.0.conv1.weight")
+    return VAEConfig(
+        in_channels=state[key_of("encoder.conv_in.weight")].shape[1],
+        out_channels=state[key_of("decoder.conv_out.weight")].shape[0],
+        block_out_channels=tuple(state[key_of(f"encoder.down_blocks.{i}.resnets.0.conv1.weight")].shape[0] for i in range(levels)),
+        layers_per_block=_count(state, key_of, "encoder.down_blocks.0.resnets.{}.conv1.weight"),
+        latent_channels=state[key_of("post_quant_conv.weight")].shape[0],
+        norm_groups=norm_groups,
+        scaling_factor=scaling_factor,
+    )
+
+
+def build_vae(state, layout, source, dtype, norm_groups=32, scaling_factor=0.18215):
+    """``layout``: "ldm" (the original autoencoder's names, without a prefix) or "diffusers" (our own names)."""
+    keymap = vae_keymap(state, layout)
+    cfg = infer_vae_config(state, keymap, source, norm_groups, scaling_factor)
+    with torch.device("meta"):
+        model = AutoencoderKL(cfg)
+    return assign_weights(model, state, keymap, source, dtype)
+
+
+# --- Text encoder -----------------------------------------------------------------------------------------------
+
+def infer_text_config(state, layout, source, heads=None):
+    """OpenCLIP files hold the whole tower, of which all blocks but the last are used; a HF ``CLIPTextModel``
+    holds just the blocks that are used."""
+    key_of = (lambda key: key) if layout == "openclip" else (lambda key: keymaps.text_hf(key, ())[0][0])
+    if key_of("token_embedding.weight") not in state:
+        raise CheckpointError(f"{source}: not a CLIP text encoder (no {key_of('token_embedding.weight')})")
+    vocab_size, width = state[key_of("token_embedding.weight")].shape
+    layers = _count(state, key_of, "transformer.resblocks.{}.ln_1.weight")
+    return TextEncoderConfig(
+        vocab_size=vocab_size,
+        context_length=state[key_of("positional_embedding")].shape[0],
+        width=width,
+        heads=heads or width // 64,
+        layers=layers - 1 if layout == "openclip" else layers,
+    )
+
+
+def build_text_encoder(state, layout, source, dtype, heads=None):
+    """``layout``: "openclip" (our own names; the whole CLIP model may be there) or "hf" (``CLIPTextModel``)."""
+    cfg = infer_text_config(state, layout, source, heads)
+    if layout == "openclip":
+        keymap = keymaps.identity
+        last_block = f"transformer.resblocks.{cfg.layers}."
+        unused = ("visual.", "text_projection", "logit_scale", "attn_mask", last_block)
+    else:
+        keymap = keymaps.text_hf
+        unused = ("embeddings.position_ids", "text_projection")
+    with torch.device("meta"):
+        model = TextEncoder(cfg)
+    return assign_weights(model, state, keymap, source, dtype, ignored=lambda key: key.startswith(unused))

@@ -1,0 +1,68 @@
+"""Text to video: prompt encoding, seeded noise, a guided sampler and decoding, as the reference pipelines do."""
+import inspect
+
+import torch
+
+from .samplers import get_sampler
+
+
+def initial_noise(seed, num_frames, height, width, scale_factor, batch_size=1, channels=4):
+    """The seeded starting noise [B, C, F, H/s, W/s], drawn in float32 on the CPU so every device gets the same video."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    shape = (batch_size, channels, num_frames, height // scale_factor, width // scale_factor)
+    return torch.randn(shape, generator=generator), generator
+
+
+def check_video_size(num_frames, height, width, scale_factor):
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    for name, value in (("height", height), ("width", width)):
+        if value < scale_factor or value % scale_factor:
+            raise ValueError(f"{name} must be a positive multiple of {scale_factor}, got {value}")
+
+
+def guided_model(unet, context, guidance_scale):
+    """eps(x, t) with classifier-free guidance (Ho & Salimans 2022): ``context`` is [uncond, cond] stacked, and both
+    run in one batch: eps = eps_u + g * (eps_c - eps_u). With g == 1 only the conditional half runs."""
+    uncond, cond = context.chunk(2)
+
+    def model(x, t):
+        batch = x.shape[0]
+        t = t.reshape(1).to(x.device)
+        if guidance_scale == 1.0:
+            return unet(x, t.expand(batch), cond.expand(batch, -1, -1)).float()
+        eps = unet(torch.cat([x, x]), t.expand(2 * batch),
+                   torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)])).float()
+        eps_uncond, eps_cond = eps.chunk(2)
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    return model
+
+
+@torch.no_grad()
+def sample(pipe, noise, context, *, steps=50, guidance_scale=9.0, sampler="ddim", eta=0.0, denoise=1.0,
+           init_latents=None, generator=None, callback=None):
+    """Run a sampler from ``noise`` (or from ``init_latents`` noised to the ``denoise`` level) to clean latents.
+
+    ``context``: [2, 77, D], the negative prompt then the prompt. Latents stay float32 between steps.
+    """
+    sample_fn = get_sampler(sampler)
+    timesteps = pipe.schedule.timesteps(steps, denoise)
+    x = noise.to(pipe.device, torch.float32)
+    if init_latents is not None:
+        x = pipe.schedule.add_noise(init_latents.to(pipe.device, torch.float32), x, timesteps[0])
+    model = guided_model(pipe.unet, context.to(pipe.device, pipe.dtype), guidance_scale)
+    extra = {"eta": eta} if "eta" in inspect.signature(sample_fn).parameters else {}
+    return sample_fn(model, x, timesteps, pipe.schedule, generator=generator, callback=callback, **extra)
+
+
+def generate(pipe, prompt, negative_prompt="", num_frames=16, height=256, width=256, steps=50, guidance_scale=9.0,
+             seed=0, sampler="ddim", eta=0.0, callback=None):
+    """A video [F, H, W, 3] float in 0..1 for ``prompt``; "ddim" reproduces diffusers' TextToVideoSDPipeline."""
+    scale_factor = pipe.vae_scale_factor
+    check_video_size(num_frames, height, width, scale_factor)
+    noise, generator = initial_noise(seed, num_frames, height, width, scale_factor)
+    context = pipe.encode_prompt([negative_prompt, prompt])
+    latents = sample(pipe, noise, context, steps=steps, guidance_scale=guidance_scale, sampler=sampler, eta=eta,
+                     generator=generator, callback=callback)
+    return pipe.decode(latents)[0]

@@ -1,0 +1,209 @@
+"""Finding the model's files in every published layout and loading them into a ``Pipeline``.
+
+Layouts: (a) the original ModelScope folder, (b) a diffusers folder, (c) a zeroscope v2 folder (the original
+layout without the VAE), (d) a single UNet file, and the project's own one-file safetensors (``convert``).
+"""
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .checkpoint import CheckpointError, read_json, read_safetensors_metadata, read_state_dict
+from .components import build_text_encoder, build_unet, build_vae
+from .pipeline import Pipeline
+from .schedule import NoiseSchedule
+
+log = logging.getLogger(__name__)
+
+ORIGINAL_FILES = {"config": "configuration.json", "unet": "text2video_pytorch_model.pth",
+                  "vae": "VQGAN_autoencoder.pth", "text_encoder": "open_clip_pytorch_model.bin"}
+SINGLE_FILE_TAG = "t2v_core"
+_UNET_PREFIX = "model.diffusion_model."
+_VAE_PREFIX = "first_stage_model."
+_HF_TEXT_PREFIX = "text_model."
+
+
+def _strip_prefix(state, prefix):
+    """Keys under ``prefix`` with it removed, when there are any; otherwise ``state`` as it is."""
+    if not any(k.startswith(prefix) for k in state):
+        return state
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+# --- One component from one file -------------------------------------------------------------------------------
+
+def unet_from_state(state, source, dtype, head_dim=None, norm_groups=32):
+    state = _strip_prefix(state, _UNET_PREFIX)
+    layout = "original" if any(k.startswith("input_blocks.") for k in state) else "diffusers"
+    return build_unet(state, layout, source, dtype, head_dim, norm_groups)
+
+
+def vae_from_state(state, source, dtype, norm_groups=32, scaling_factor=0.18215):
+    state = _strip_prefix(state, _VAE_PREFIX)
+    layout = "ldm" if any(k.startswith("encoder.down.") for k in state) else "diffusers"
+    return build_vae(state, layout, source, dtype, norm_groups, scaling_factor)
+
+
+def text_encoder_from_state(state, source, dtype, heads=None):
+    state = _strip_prefix(state, _HF_TEXT_PREFIX)
+    layout = "openclip" if "token_embedding.weight" in state else "hf"
+    return build_text_encoder(state, layout, source, dtype, heads)
+
+
+# --- Layouts ----------------------------------------------------------------------------------------------------
+
+def detect_format(path):
+    """"original", "diffusers", "single_file" or "unet_file"; a clear error for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "model_index.json").is_file() or (path / "unet").is_dir():
+            return "diffusers"
+        if (path / ORIGINAL_FILES["unet"]).is_file() or (path / ORIGINAL_FILES["config"]).is_file():
+            return "original"
+        raise CheckpointError(
+            f"{path}: not a text-to-video checkpoint folder: expected either the ModelScope files "
+            f"({', '.join(ORIGINAL_FILES.values())}) or a diffusers folder (model_index.json, unet/, vae/, text_encoder/)")
+    if path.is_file():
+        if path.suffix == ".safetensors" and SINGLE_FILE_TAG in read_safetensors_metadata(path):
+            return "single_file"
+        return "unet_file"
+    raise CheckpointError(f"{path}: no such file or folder")
+
+
+def _pick_weights(folder, stems, variant):
+    """The weights file in a diffusers component folder: safetensors before .bin, the requested variant first."""
+    variants = [variant, None] if variant else [None, "fp16"]
+    for v in variants:
+        for stem, suffix in stems:
+            name = f"{stem}.{v}{suffix}" if v else f"{stem}{suffix}"
+            if (folder / name).is_file():
+                return folder / name
+    expected = " or ".join(f"{stem}[.fp16]{suffix}" for stem, suffix in stems)
+    raise CheckpointError(f"{folder}: no weights file found; expected {expected}")
+
+
+def _config(folder, name="config.json"):
+    return read_json(folder / name) if (folder / name).is_file() else {}
+
+
+def _load_diffusers(path, dtype, variant):
+    path = Path(path)
+    variant = variant or ("fp16" if dtype != torch.float32 else None)
+    weights = [("diffusion_pytorch_model", ".safetensors"), ("diffusion_pytorch_model", ".bin")]
+    text_weights = [("model", ".safetensors"), ("pytorch_model", ".bin")]
+    unet_cfg, vae_cfg = _config(path / "unet"), _config(path / "vae")
+    text_cfg, sched_cfg = _config(path / "text_encoder"), _config(path / "scheduler", "scheduler_config.json")
+    unet_file = _pick_weights(path / "unet", weights, variant)
+    unet = unet_from_state(read_state_dict(unet_file), unet_file, dtype,
+                           head_dim=unet_cfg.get("attention_head_dim"), norm_groups=unet_cfg.get("norm_num_groups", 32))
+    vae_file = _pick_weights(path / "vae", weights, variant)
+    vae = vae_from_state(read_state_dict(vae_file), vae_file, dtype, norm_groups=vae_cfg.get("norm_num_groups", 32),
+                         scaling_factor=vae_cfg.get("scaling_factor") or 0.18215)
+    text_file = _pick_weights(path / "text_encoder", text_weights, variant)
+    text_encoder = text_encoder_from_state(read_state_dict(text_file), text_file, dtype, heads=text_cfg.get("num_attention_heads"))
+    schedule = NoiseSchedule(**{k: sched_cfg[k] for k in ("beta_start", "beta_end", "num_train_timesteps") if k in sched_cfg})
+    return unet, vae, text_encoder, schedule
+
+
+def _load_original(path, dtype, vae_path):
+    """The ModelScope folder; zeroscope v2 folders are the same without the VAE (and often without the config)."""
+    path = Path(path)
+    config = _config(path, ORIGINAL_FILES["config"]).get("model", {})
+    args, model_cfg = config.get("model_args", {}), config.get("model_cfg", {})
+    files = {part: path / args.get(f"ckpt_{key}", ORIGINAL_FILES[part])
+             for part, key in (("unet", "unet"), ("vae", "autoencoder"), ("text_encoder", "clip"))}
+    if vae_path is None and not files["vae"].is_file():
+        raise CheckpointError(
+            f"{path}: has no {files['vae'].name}. Zeroscope v2 folders ship only the UNet and the text encoder: copy "
+            f"{ORIGINAL_FILES['vae']} (and {ORIGINAL_FILES['config']}) from the ModelScope text-to-video download "
+            f"into this folder, or pass a VAE (an SD-2.x KL-f8 VAE file or diffusers vae/ folder) separately.")
+    unet = unet_from_state(read_state_dict(files["unet"]), files["unet"], dtype, head_dim=model_cfg.get("unet_head_dim"))
+    vae = None if vae_path is not None else vae_from_state(read_state_dict(files["vae"]), files["vae"], dtype)
+    text_encoder = text_encoder_from_state(read_state_dict(files["text_encoder"]), files["text_encoder"], dtype)
+    schedule = NoiseSchedule(num_train_timesteps=model_cfg.get("num_timesteps", 1000))
+    return unet, vae, text_encoder, schedule
+
+
+def _load_single_file(path, dtype):
+    meta = json.loads(read_safetensors_metadata(path)[SINGLE_FILE_TAG])
+    state = read_state_dict(path)
+    parts = {}
+    for part in ("unet", "vae", "text_encoder"):
+        part_state = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
+        parts[part] = part_state or None
+    if parts["unet"] is None:
+        raise CheckpointError(f"{path}: a {SINGLE_FILE_TAG} file without UNet weights (no 'unet.' keys)")
+    unet = build_unet(parts["unet"], "diffusers", path, dtype, **meta.get("unet", {}))
+    vae = build_vae(parts["vae"], "diffusers", path, dtype, **meta.get("vae", {})) if parts["vae"] else None
+    text_encoder = (build_text_encoder(parts["text_encoder"], "openclip", path, dtype, **meta.get("text_encoder", {}))
+                    if parts["text_encoder"] else None)
+    return unet, vae, text_encoder, NoiseSchedule(**meta.get("schedule", {}))
+
+
+def load_vae(path, dtype=torch.float32):
+    """A VAE on its own: an LDM/``VQGAN_autoencoder.pth`` file, a diffusers VAE file or ``vae/`` folder."""
+    path = Path(path)
+    if path.is_dir():
+        folder = path / "vae" if (path / "vae").is_dir() else path
+        cfg = _config(folder)
+        file = _pick_weights(folder, [("diffusion_pytorch_model", ".safetensors"), ("diffusion_pytorch_model", ".bin")], None)
+        return vae_from_state(read_state_dict(file), file, dtype, norm_groups=cfg.get("norm_num_groups", 32),
+                              scaling_factor=cfg.get("scaling_factor") or 0.18215)
+    return vae_from_state(read_state_dict(path), path, dtype)
+
+
+def load_unet(path, dtype=torch.float32, head_dim=None):
+    """A UNet on its own, from any single file that holds one (with or without a ``model.diffusion_model.`` prefix)."""
+    return unet_from_state(read_state_dict(path), Path(path), dtype, head_dim=head_dim)
+
+
+def load_pipeline(path, *, device="cpu", dtype=torch.float32, vae=None, variant=None):
+    """Load a checkpoint in any supported layout (see the module docstring) into a ``Pipeline``.
+
+    ``vae``: a separate VAE (file or folder) for checkpoints that ship without one (zeroscope v2, a UNet file), or to
+    replace the one they have. ``variant``: "fp16" to prefer a diffusers folder's ``.fp16.`` files.
+    """
+    fmt = detect_format(path)
+    log.info("Loading %s (%s layout)", path, fmt)
+    if fmt == "diffusers":
+        unet, own_vae, text_encoder, schedule = _load_diffusers(path, dtype, variant)
+    elif fmt == "original":
+        unet, own_vae, text_encoder, schedule = _load_original(path, dtype, vae)
+    elif fmt == "single_file":
+        unet, own_vae, text_encoder, schedule = _load_single_file(path, dtype)
+    else:
+        unet, own_vae, text_encoder, schedule = load_unet(path, dtype), None, None, NoiseSchedule()
+    vae_model = load_vae(vae, dtype) if vae is not None else own_vae
+    return Pipeline(unet, vae_model, text_encoder, schedule, device=device, dtype=dtype, source=str(path))
+
+
+def save_single_file(pipe, path, dtype=None):
+    """Write the pipeline's networks to one safetensors file (written to a temporary name, then renamed)."""
+    path = Path(path)
+    state = {}
+    for part in ("unet", "vae", "text_encoder"):
+        module = getattr(pipe, part)
+        if module is not None:
+            for key, tensor in module.state_dict().items():
+                tensor = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+                state[f"{part}.{key}"] = tensor.detach().cpu().contiguous()
+    meta = {"unet": {"head_dim": pipe.unet.config.head_dim, "norm_groups": pipe.unet.config.norm_groups},
+            "schedule": {"beta_start": pipe.schedule.beta_start, "beta_end": pipe.schedule.beta_end,
+                         "num_train_timesteps": pipe.schedule.num_train_timesteps}}
+    if pipe.vae is not None:
+        meta["vae"] = {"norm_groups": pipe.vae.config.norm_groups, "scaling_factor": pipe.vae.config.scaling_factor}
+    if pipe.text_encoder is not None:
+        meta["text_encoder"] = {"heads": pipe.text_encoder.config.heads}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={SINGLE_FILE_TAG: json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
