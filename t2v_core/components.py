@@ -174,8 +174,8 @@ def build_vae(state, layout, source, dtype, norm_groups=32, scaling_factor=0.182
 
 def infer_text_config(state, layout, source, heads=None):
     """OpenCLIP files hold the whole tower, of which all blocks but the last are used; a HF ``CLIPTextModel``
-    holds just the blocks that are used."""
-    key_of = (lambda key: key) if layout == "openclip" else (lambda key: keymaps.text_hf(key, ())[0][0])
+    and our own files hold just the blocks that are used."""
+    key_of = (lambda key: keymaps.text_hf(key, ())[0][0]) if layout == "hf" else (lambda key: key)
     if key_of("token_embedding.weight") not in state:
         raise CheckpointError(f"{source}: not a CLIP text encoder (no {key_of('token_embedding.weight')})")
     vocab_size, width = state[key_of("token_embedding.weight")].shape
@@ -190,15 +190,11 @@ def infer_text_config(state, layout, source, heads=None):
 
 
 def build_text_encoder(state, layout, source, dtype, heads=None):
-    """``layout``: "openclip" (our own names; the whole CLIP model may be there) or "hf" (``CLIPTextModel``)."""
+    """``layout``: "openclip" (a whole OpenCLIP model), "hf" (``CLIPTextModel``) or "native" (our own file)."""
     cfg = infer_text_config(state, layout, source, heads)
-    if layout == "openclip":
-        keymap = keymaps.identity
-        last_block = f"transformer.resblocks.{cfg.layers}."
-        unused = ("visual.", "text_projection", "logit_scale", "attn_mask", last_block)
-    else:
-        keymap = keymaps.text_hf
-        unused = ("embeddings.position_ids", "text_projection")
+    keymap = keymaps.text_hf if layout == "hf" else keymaps.identity
+    unused = {"openclip": ("visual.", "text_projection", "logit_scale", "attn_mask", f"transformer.resblocks.{cfg.layers}."),
+              "hf": ("embeddings.position_ids", "text_projection"), "native": ()}[layout]
     with torch.device("meta"):
         model = TextEncoder(cfg)
     return assign_weights(model, state, keymap, source, dtype, ignored=lambda key: key.startswith(unused))

@@ -139,7 +139,7 @@ def _load_single_file(path, dtype):
         raise CheckpointError(f"{path}: a {SINGLE_FILE_TAG} file without UNet weights (no 'unet.' keys)")
     unet = build_unet(parts["unet"], "diffusers", path, dtype, **meta.get("unet", {}))
     vae = build_vae(parts["vae"], "diffusers", path, dtype, **meta.get("vae", {})) if parts["vae"] else None
-    text_encoder = (build_text_encoder(parts["text_encoder"], "openclip", path, dtype, **meta.get("text_encoder", {}))
+    text_encoder = (build_text_encoder(parts["text_encoder"], "native", path, dtype, **meta.get("text_encoder", {}))
                     if parts["text_encoder"] else None)
     return unet, vae, text_encoder, NoiseSchedule(**meta.get("schedule", {}))
 
