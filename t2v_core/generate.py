@@ -3,6 +3,7 @@ import inspect
 
 import torch
 
+from .pipeline import module_device
 from .samplers import get_sampler
 
 
@@ -40,20 +41,22 @@ def guided_model(unet, context, guidance_scale):
 
 
 @torch.no_grad()
-def sample(pipe, noise, context, *, steps=50, guidance_scale=9.0, sampler="ddim", eta=0.0, denoise=1.0,
+def sample(unet, schedule, noise, context, *, steps=50, guidance_scale=9.0, sampler="ddim", eta=0.0, denoise=1.0,
            init_latents=None, generator=None, callback=None):
     """Run a sampler from ``noise`` (or from ``init_latents`` noised to the ``denoise`` level) to clean latents.
 
-    ``context``: [2, 77, D], the negative prompt then the prompt. Latents stay float32 between steps.
+    ``context``: [2, 77, D], the negative prompt then the prompt, in the compute dtype. Runs where ``unet`` is;
+    latents stay float32 between steps.
     """
     sample_fn = get_sampler(sampler)
-    timesteps = pipe.schedule.timesteps(steps, denoise)
-    x = noise.to(pipe.device, torch.float32)
+    timesteps = schedule.timesteps(steps, denoise)
+    device = module_device(unet)
+    x = noise.to(device, torch.float32)
     if init_latents is not None:
-        x = pipe.schedule.add_noise(init_latents.to(pipe.device, torch.float32), x, timesteps[0])
-    model = guided_model(pipe.unet, context.to(pipe.device, pipe.dtype), guidance_scale)
+        x = schedule.add_noise(init_latents.to(device, torch.float32), x, timesteps[0])
+    model = guided_model(unet, context.to(device), guidance_scale)
     extra = {"eta": eta} if "eta" in inspect.signature(sample_fn).parameters else {}
-    return sample_fn(model, x, timesteps, pipe.schedule, generator=generator, callback=callback, **extra)
+    return sample_fn(model, x, timesteps, schedule, generator=generator, callback=callback, **extra)
 
 
 def generate(pipe, prompt, negative_prompt="", num_frames=16, height=256, width=256, steps=50, guidance_scale=9.0,
@@ -63,6 +66,6 @@ def generate(pipe, prompt, negative_prompt="", num_frames=16, height=256, width=
     check_video_size(num_frames, height, width, scale_factor)
     noise, generator = initial_noise(seed, num_frames, height, width, scale_factor)
     context = pipe.encode_prompt([negative_prompt, prompt])
-    latents = sample(pipe, noise, context, steps=steps, guidance_scale=guidance_scale, sampler=sampler, eta=eta,
+    latents = sample(pipe.unet, pipe.schedule, noise, context, steps=steps, guidance_scale=guidance_scale, sampler=sampler, eta=eta,
                      generator=generator, callback=callback)
     return pipe.decode(latents)[0]

@@ -6,19 +6,24 @@ from .schedule import NoiseSchedule
 from .text_encoder import Tokenizer
 
 
-class Pipeline:
-    """``unet(latents, timesteps, context)``, ``encode_prompt``, ``decode`` and ``encode`` on one device and dtype.
+def module_device(module):
+    """Where ``module``'s weights are now (a host such as ComfyUI may move them between calls)."""
+    return next(module.parameters()).device
 
-    ``vae`` or ``text_encoder`` may be missing (a UNet-only checkpoint); the methods that need them then say so.
+
+class Pipeline:
+    """``unet(latents, timesteps, context)``, ``encode_prompt``, ``decode`` and ``encode``.
+
+    Each method computes in ``dtype`` wherever its network currently is. ``vae`` or ``text_encoder`` may be missing
+    (a UNet-only checkpoint); the methods that need them then say so.
     """
 
     def __init__(self, unet, vae=None, text_encoder=None, schedule=NoiseSchedule(), device="cpu", dtype=torch.float32,
                  source="checkpoint"):
-        self.device = torch.device(device)
         self.dtype = dtype
-        self.unet = unet.to(self.device)
-        self.vae = vae.to(self.device) if vae is not None else None
-        self.text_encoder = text_encoder.to(self.device) if text_encoder is not None else None
+        self.unet = unet.to(device)
+        self.vae = vae.to(device) if vae is not None else None
+        self.text_encoder = text_encoder.to(device) if text_encoder is not None else None
         self.tokenizer = Tokenizer(text_encoder.config.context_length) if text_encoder is not None else None
         self.schedule = schedule
         self.source = source
@@ -39,23 +44,36 @@ class Pipeline:
     def encode_prompt(self, prompts):
         """[B] strings -> context [B, 77, D] in the pipeline's dtype."""
         text_encoder = self._require("text_encoder")
-        tokens = self.tokenizer(list(prompts)).to(self.device)
+        tokens = self.tokenizer(list(prompts)).to(module_device(text_encoder))
         return text_encoder(tokens, dtype=self.dtype)
 
     @torch.no_grad()
-    def decode(self, latents, frames_per_chunk=4):
-        """Sampler-space latents [B, C, F, h, w] -> video [B, F, H, W, 3] float32 in 0..1, a few frames at a time."""
+    def decode(self, latents, frames_per_chunk=4, progress=None):
+        """Sampler-space latents [B, C, F, h, w] -> video [B, F, H, W, 3] float32 in 0..1, a few frames at a time.
+
+        ``progress(done, total)`` is called after each chunk of frames.
+        """
         vae = self._require("vae")
+        device = module_device(vae)
         z = rearrange(latents, "b c f h w -> (b f) c h w") / vae.config.scaling_factor
-        frames = [vae.decode(chunk.to(self.device, self.dtype)).float() for chunk in z.split(frames_per_chunk)]
+        frames = []
+        for chunk in z.split(frames_per_chunk):
+            frames.append(vae.decode(chunk.to(device, self.dtype)).float())
+            if progress is not None:
+                progress(sum(len(f) for f in frames), len(z))
         video = (torch.cat(frames) * 0.5 + 0.5).clamp(0, 1)
         return rearrange(video, "(b f) c h w -> b f h w c", b=latents.shape[0])
 
     @torch.no_grad()
-    def encode(self, video, frames_per_chunk=4):
+    def encode(self, video, frames_per_chunk=4, progress=None):
         """Video [B, F, H, W, 3] in 0..1 -> sampler-space latents [B, C, F, h, w] (the posterior mean), float32."""
         vae = self._require("vae")
+        device = module_device(vae)
         images = rearrange(video, "b f h w c -> (b f) c h w") * 2 - 1
-        z = [vae.encode(chunk.to(self.device, self.dtype)).float() for chunk in images.split(frames_per_chunk)]
-        z = torch.cat(z) * vae.config.scaling_factor
+        latents = []
+        for chunk in images.split(frames_per_chunk):
+            latents.append(vae.encode(chunk.to(device, self.dtype)).float())
+            if progress is not None:
+                progress(sum(len(z) for z in latents), len(images))
+        z = torch.cat(latents) * vae.config.scaling_factor
         return rearrange(z, "(b f) c h w -> b c f h w", b=video.shape[0])
