@@ -1,15 +1,18 @@
 """Writing frames to video files with the ffmpeg that ships inside ``imageio-ffmpeg``."""
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-FORMATS = {
+CODECS = {
     # H.264 in yuv420p with the index up front: plays in browsers, QuickTime and VLC.
-    "mp4": dict(codec="libx264", pixelformat="yuv420p", output_params=["-crf", "17", "-movflags", "+faststart"]),
-    "webm": dict(codec="libvpx-vp9", pixelformat="yuv420p", output_params=["-crf", "30", "-b:v", "0"]),
+    "mp4": ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "17", "-movflags", "+faststart+use_metadata_tags"],
+    "webm": ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-crf", "30", "-b:v", "0", "-row-mt", "1"],
+    "gif": ["-vf", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"],
 }
+FORMATS = tuple(CODECS)
 
 
 def to_uint8(frames):
@@ -18,33 +21,48 @@ def to_uint8(frames):
     return (np.clip(frames, 0, 1) * 255).astype(np.uint8)
 
 
+def _ffmetadata(metadata):
+    def escape(text):
+        return "".join("\\" + c if c in "=;#\\\n" else c for c in str(text))
+
+    return ";FFMETADATA1\n" + "".join(f"{escape(k)}={escape(v)}\n" for k, v in metadata.items())
+
+
 def write_video(frames, path, fps=8, fmt=None, metadata=None):
-    """Encode [F, H, W, 3] frames (0..1 floats or uint8) to ``path``; the file appears whole or not at all."""
+    """Encode [F, H, W, 3] frames (0..1 floats or uint8) to ``path``; the file appears whole or not at all.
+
+    ``metadata``: container tags (mp4 and webm keep them; gif has none).
+    """
     import imageio_ffmpeg
 
     path = Path(path)
     fmt = fmt or path.suffix.lstrip(".")
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown video format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt not in CODECS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     frames = frames if isinstance(frames, np.ndarray) and frames.dtype == np.uint8 else to_uint8(frames)
-    count, height, width, _ = frames.shape
-    if height % 2 or width % 2:  # yuv420p needs even sizes
-        frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-    params = list(FORMATS[fmt]["output_params"])
-    for key, value in (metadata or {}).items():
-        params += ["-metadata", f"{key}={value}"]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"frames must be [F, H, W, 3] with F >= 1, got shape {tuple(frames.shape)}")
+    if fmt != "gif" and (frames.shape[1] % 2 or frames.shape[2] % 2):  # yuv420p needs even sizes
+        frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), mode="edge")
+    _, height, width, _ = frames.shape
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=f".{fmt}")
     os.close(fd)
+    meta_file = None
     try:
-        writer = imageio_ffmpeg.write_frames(
-            tmp, (frames.shape[2], frames.shape[1]), fps=fps, codec=FORMATS[fmt]["codec"], quality=None,
-            pix_fmt_out=FORMATS[fmt]["pixelformat"], output_params=params, macro_block_size=1, ffmpeg_log_level="error")
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
+        if metadata:
+            fd, meta_file = tempfile.mkstemp(suffix=".txt")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(_ffmetadata(metadata))
+            cmd += ["-f", "ffmetadata", "-i", meta_file, "-map_metadata", "1"]
+        cmd += ["-map", "0:v", *CODECS[fmt], "-f", {"mp4": "mp4", "webm": "webm", "gif": "gif"}[fmt], tmp]
+        result = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not write {path.name}: {result.stderr.decode(errors='replace').strip()}")
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, meta_file):
+            if leftover and os.path.exists(leftover):
+                os.unlink(leftover)
     return path

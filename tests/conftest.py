@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tests import tiny
+import tiny
 
 torch.set_num_threads(max(torch.get_num_threads(), 1))
 
@@ -27,3 +27,16 @@ def checkpoints(truth, tmp_path_factory):
         "diffusers_bin": tiny.write_diffusers(root / "diffusers_bin", unet, vae, text, safe=False),
         "unet_files": tiny.write_single_unet_files(root / "unet_files", unet),
     }
+
+
+@pytest.fixture(scope="session")
+def comfy(truth, tmp_path_factory):
+    """A real ComfyUI server on 127.0.0.1 with this pack and the tiny checkpoint in models/text2video/tiny-t2v."""
+    from comfyui import Server
+
+    base = tmp_path_factory.mktemp("comfyui")
+    models = base / "models"
+    tiny.write_original(models / "text2video" / "tiny-t2v", truth["unet"], truth["vae"], truth["clip"])
+    server = Server(base)
+    yield server
+    server.stop()

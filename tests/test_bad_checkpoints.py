@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 import t2v_core
 from t2v_core import CheckpointError
-from tests import tiny
+import tiny
 
 
 def copy_of(checkpoints, layout, tmp_path):

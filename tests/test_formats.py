@@ -15,7 +15,7 @@ import torch
 import t2v_core
 from t2v_core.loading import save_single_file
 from t2v_core.unet3d import UNet3DConfig
-from tests import tiny
+import tiny
 
 EXACT = 1e-6
 g = torch.Generator().manual_seed(0)

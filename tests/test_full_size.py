@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from t2v_core.components import build_unet
-from tests import tiny
+import tiny
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import t2v_core
-from tests import tiny
+import tiny
 from t2v_core.unet3d import UNet3DConfig
 
 TOL = 1e-4

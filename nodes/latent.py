@@ -1,0 +1,125 @@
+"""Latent nodes: the seeded noise video, and VAE decode / encode of whole videos."""
+import comfy.model_management as mm
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+from .. import t2v_core
+from .loader import CATEGORY
+from .types import T2VVae
+from .validation import check_choices
+
+SCALE = 8  # pixels per latent cell of every published checkpoint's VAE
+NOISE, ZEROS = "noise", "zeros"
+
+
+def video_latents(latent, input_name):
+    """The [B, C, F, h, w] samples of a LATENT input, or an error naming the input."""
+    samples = latent["samples"]
+    if samples.ndim != 5:
+        raise ValueError(f"{input_name}: expected a 5-D video latent [batch, 4, frames, height/8, width/8], got shape "
+                         f"{list(samples.shape)}. Image latents (e.g. from Empty Latent Image) cannot be used here.")
+    if not torch.isfinite(samples).all():
+        raise ValueError(f"{input_name}: the latent contains NaN or infinite values; the step that produced it failed "
+                         f"(try fp32 or bf16 instead of fp16).")
+    return samples
+
+
+class EmptyLatentVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ModelScopeT2VEmptyLatentVideo",
+            display_name="ModelScope T2V Noise Video",
+            category=CATEGORY,
+            description="The seeded Gaussian noise video the ModelScope T2V sampler starts from. With the same seed, "
+                        "sampler (ddim, denoise 1.0) and VAE decode reproduce t2v_core.generate exactly.",
+            inputs=[
+                io.Int.Input("width", default=256, min=SCALE, max=4096, step=SCALE,
+                             tooltip="Video width in pixels, a multiple of 8. ModelScope: 256; zeroscope 576w: 576; XL: 1024."),
+                io.Int.Input("height", default=256, min=SCALE, max=4096, step=SCALE,
+                             tooltip="Video height in pixels, a multiple of 8. ModelScope: 256; zeroscope 576w: 320; XL: 576."),
+                io.Int.Input("length", default=16, min=1, max=4096,
+                             tooltip="Number of frames. 16 frames at 8 fps are 2 seconds; zeroscope was trained on 24."),
+                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Videos made at once."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the noise; the same seed gives the same video."),
+                io.Combo.Input("fill", options=[NOISE, ZEROS], default=NOISE, optional=True,
+                               tooltip="noise: for the ModelScope T2V sampler. zeros: an empty latent for core samplers "
+                                       "(KSampler), which add their own noise."),
+            ],
+            outputs=[io.Latent.Output(tooltip="[batch, 4, length, height/8, width/8].")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, width, height, fill=NOISE):
+        for name, value in (("width", width), ("height", height)):
+            if value % SCALE:
+                return f"{name} must be a multiple of {SCALE}, got {value}"
+        return check_choices(fill=(fill, [NOISE, ZEROS]))
+
+    @classmethod
+    def execute(cls, width, height, length, batch_size, seed, fill=NOISE) -> io.NodeOutput:
+        shape = (batch_size, 4, length, height // SCALE, width // SCALE)
+        if fill == ZEROS:
+            return io.NodeOutput({"samples": torch.zeros(shape)})
+        noise, _ = t2v_core.initial_noise(seed, length, height, width, SCALE, batch_size=batch_size)
+        return io.NodeOutput({"samples": noise, "t2v_noise": True})
+
+
+class Decode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ModelScopeT2VDecode",
+            display_name="ModelScope T2V VAE Decode",
+            category=CATEGORY,
+            description="Decodes video latents into frames, a few frames at a time so memory does not grow with length.",
+            inputs=[
+                T2VVae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
+                io.Latent.Input("samples", tooltip="Video latents [batch, 4, frames, h, w] from the sampler."),
+            ],
+            outputs=[io.Image.Output(tooltip="All frames of all videos, [batch*frames, height, width, 3].")],
+        )
+
+    @classmethod
+    def execute(cls, vae, samples) -> io.NodeOutput:
+        latents = video_latents(samples, "samples")
+        bar = comfy.utils.ProgressBar(latents.shape[0] * latents.shape[2])
+
+        def progress(done, total):
+            mm.throw_exception_if_processing_interrupted()
+            bar.update_absolute(done, total)
+
+        video = vae.decode(latents, progress=progress)  # [B, F, H, W, 3]
+        return io.NodeOutput(video.flatten(0, 1))
+
+
+class Encode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ModelScopeT2VEncode",
+            display_name="ModelScope T2V VAE Encode",
+            category=CATEGORY,
+            description="Encodes frames into one video latent, for video-to-video and zeroscope XL upscaling.",
+            inputs=[
+                T2VVae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
+                io.Image.Input("images", tooltip="The frames of one video, in order; width and height multiples of 8."),
+            ],
+            outputs=[io.Latent.Output(tooltip="[1, 4, frames, height/8, width/8] latents (the posterior mean).")],
+        )
+
+    @classmethod
+    def execute(cls, vae, images) -> io.NodeOutput:
+        _, height, width, _ = images.shape
+        if height % vae.scale_factor or width % vae.scale_factor:
+            raise ValueError(f"images: width and height must be multiples of {vae.scale_factor}, got {width}x{height}; "
+                             f"resize the frames first (e.g. Upscale Image to 1024x576 for zeroscope XL).")
+        bar = comfy.utils.ProgressBar(images.shape[0])
+
+        def progress(done, total):
+            mm.throw_exception_if_processing_interrupted()
+            bar.update_absolute(done, total)
+
+        return io.NodeOutput({"samples": vae.encode(images[None, ..., :3], progress=progress)})

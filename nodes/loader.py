@@ -1,0 +1,55 @@
+"""Checkpoint loader node."""
+import folder_paths
+from comfy_api.latest import io
+
+from . import paths
+from .model import DTYPES, load_checkpoint
+from .types import T2VClip, T2VVae
+from .validation import check_choices
+
+CATEGORY = "ModelScope T2V"
+NO_VAE = "from checkpoint"
+
+
+class CheckpointLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ModelScopeT2VCheckpointLoader",
+            display_name="ModelScope T2V Checkpoint Loader",
+            category=CATEGORY,
+            description="Loads a ModelScope text-to-video checkpoint (text-to-video-ms-1.7b, zeroscope v2) from "
+                        "models/text2video: an original ModelScope folder, a diffusers folder or a single file.",
+            inputs=[
+                io.Combo.Input("ckpt_name", options=paths.checkpoint_names(),
+                               tooltip="A checkpoint folder (original ModelScope or diffusers layout, listed by folder "
+                                       "name) or a single .safetensors/.pth file in models/text2video."),
+                io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto", optional=True,
+                               tooltip="Compute precision. auto: fp16 or bf16 on GPUs, fp32 on CPU. 16-bit weight files "
+                                       "stay 16-bit in memory either way."),
+                io.Combo.Input("vae_name", options=[NO_VAE, *folder_paths.get_filename_list("vae")], default=NO_VAE,
+                               optional=True,
+                               tooltip="A separate SD-2.x VAE from models/vae. Needed for zeroscope v2 folders, which "
+                                       "ship without VQGAN_autoencoder.pth."),
+            ],
+            outputs=[
+                io.Model.Output(tooltip="The spatio-temporal UNet."),
+                T2VClip.Output(tooltip="The OpenCLIP ViT-H/14 text encoder."),
+                T2VVae.Output(tooltip="The KL autoencoder that turns latents into frames."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, ckpt_name, dtype="auto", vae_name=NO_VAE):
+        return check_choices(ckpt_name=(ckpt_name, paths.checkpoint_names()), dtype=(dtype, ["auto", *DTYPES]),
+                             vae_name=(vae_name, [NO_VAE, *folder_paths.get_filename_list("vae")]))
+
+    @classmethod
+    def execute(cls, ckpt_name, dtype="auto", vae_name=NO_VAE) -> io.NodeOutput:
+        vae_path = None if vae_name == NO_VAE else folder_paths.get_full_path_or_raise("vae", vae_name)
+        checkpoint = load_checkpoint(paths.resolve(ckpt_name), dtype, vae_path)
+        if checkpoint.clip is None or checkpoint.vae is None:
+            missing = "text encoder" if checkpoint.clip is None else "VAE"
+            raise ValueError(f"ckpt_name: {ckpt_name} holds only a UNet, no {missing}. Use a full checkpoint folder, "
+                             f"or the t2v_core converter to make one file with all three networks.")
+        return io.NodeOutput(checkpoint.model, checkpoint.clip, checkpoint.vae)

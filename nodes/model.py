@@ -1,0 +1,153 @@
+"""t2v_core networks handed to ComfyUI's model management.
+
+The UNet becomes a core ``BaseModel`` (epsilon prediction, SD's beta schedule, a 3-D latent format), so core
+samplers can drive it too; the text encoder and the VAE get ModelPatchers of their own. A checkpoint is loaded
+once for as long as any of its outputs is alive.
+"""
+import logging
+import os
+import threading
+import weakref
+
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.supported_models_base
+import torch
+from torch import nn
+
+from .. import t2v_core
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class T2VLatentFormat(comfy.latent_formats.SD15):
+    """Our LATENT samples are already in sampler space (scaled by the VAE's 0.18215), [B, 4, F, h, w]."""
+
+    latent_dimensions = 3
+
+    def __init__(self):
+        super().__init__(scale_factor=1.0)
+        self.taesd_decoder_name = None
+
+
+class T2VModelConfig(comfy.supported_models_base.BASE):
+    unet_config = {"disable_unet_model_creation": True}  # the UNet is ours, built by t2v_core
+    unet_extra_config = {}
+    latent_format = T2VLatentFormat
+    sampling_settings = {"beta_schedule": "linear", "linear_start": 0.00085, "linear_end": 0.012, "timesteps": 1000}
+    memory_usage_factor = 2.0
+
+
+class DiffusionModel(nn.Module):
+    """The ``diffusion_model`` interface core samplers call, over the t2v_core UNet."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    @property
+    def dtype(self):
+        return self.unet.dtype
+
+    def forward(self, x, timesteps, context=None, **kwargs):
+        return self.unet(x, timesteps, context)
+
+
+class T2VModel(comfy.model_base.BaseModel):
+    """A ModelScope T2V UNet as a core model; ``schedule`` and ``compute_dtype`` are what our sampler needs."""
+
+    def __init__(self, unet, schedule, compute_dtype, device=None):
+        config = T2VModelConfig({"disable_unet_model_creation": True})
+        if unet.dtype != compute_dtype:
+            config.manual_cast_dtype = compute_dtype  # 16-bit weights computed in a wider dtype
+        super().__init__(config, comfy.model_base.ModelType.EPS, device=device)
+        self.diffusion_model = DiffusionModel(unet)
+        self.schedule = schedule
+        self.compute_dtype = compute_dtype
+
+
+class TextEncoder:
+    """The T2V_CLIP value: the OpenCLIP text tower with its tokenizer."""
+
+    def __init__(self, pipe, checkpoint):
+        self.pipe = pipe
+        self.checkpoint = checkpoint  # keeps the cache entry alive while this is in use
+        self.patcher = comfy.model_patcher.ModelPatcher(
+            pipe.text_encoder, load_device=mm.text_encoder_device(), offload_device=mm.text_encoder_offload_device())
+
+    def encode(self, text):
+        """[1, 77, D] context for ``text``, in the compute dtype, on ComfyUI's intermediate device."""
+        mm.load_models_gpu([self.patcher])
+        return self.pipe.encode_prompt([text]).to(mm.intermediate_device())
+
+
+class VAE:
+    """The T2V_VAE value: the KL autoencoder, decoding and encoding whole videos a few frames at a time."""
+
+    def __init__(self, pipe, checkpoint):
+        self.pipe = pipe
+        self.checkpoint = checkpoint
+        self.patcher = comfy.model_patcher.ModelPatcher(pipe.vae, load_device=mm.vae_device(), offload_device=mm.vae_offload_device())
+
+    @property
+    def scale_factor(self):
+        return self.pipe.vae_scale_factor
+
+    def decode(self, latents, progress=None):
+        mm.load_models_gpu([self.patcher])
+        return self.pipe.decode(latents, progress=progress).to(mm.intermediate_device())
+
+    def encode(self, video, progress=None):
+        mm.load_models_gpu([self.patcher])
+        return self.pipe.encode(video, progress=progress).to(mm.intermediate_device())
+
+
+class Checkpoint:
+    """The three outputs of one loaded checkpoint."""
+
+    def __init__(self, pipe):
+        load_device = mm.get_torch_device()
+        self.model = comfy.model_patcher.ModelPatcher(
+            T2VModel(pipe.unet, pipe.schedule, pipe.dtype, device=load_device),
+            load_device=load_device, offload_device=mm.unet_offload_device())
+        self.model.t2v_checkpoint = self
+        self.clip = TextEncoder(pipe, self) if pipe.text_encoder is not None else None
+        self.vae = VAE(pipe, self) if pipe.vae is not None else None
+
+
+_loaded = weakref.WeakValueDictionary()
+_lock = threading.Lock()
+
+
+def compute_dtype(name):
+    if name != "auto":
+        return DTYPES[name]
+    return mm.unet_dtype(supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+
+
+def load_checkpoint(path, dtype_name="auto", vae_path=None):
+    """Load ``path`` (any t2v_core layout), or return the copy already loaded with the same settings."""
+    dtype = compute_dtype(dtype_name)
+    key = (os.path.realpath(path), os.path.getmtime(path), dtype, vae_path and os.path.realpath(vae_path))
+    with _lock:
+        checkpoint = _loaded.get(key)
+        if checkpoint is None:
+            pipe = t2v_core.load_pipeline(path, device=mm.unet_offload_device(), dtype=dtype, vae=vae_path)
+            checkpoint = Checkpoint(pipe)
+            _loaded[key] = checkpoint
+            log.info("Loaded %s (compute dtype %s)", path, dtype)
+        return checkpoint
+
+
+def require_t2v_model(model, input_name="model"):
+    """The T2VModel inside a MODEL input, or an error saying what was wired in instead."""
+    inner = getattr(model, "model", None)
+    if not isinstance(inner, T2VModel):
+        kind = type(getattr(inner, "model_config", inner)).__name__
+        raise ValueError(f"{input_name}: expected a ModelScope text-to-video MODEL from the ModelScope T2V checkpoint "
+                         f"loader, got a {kind} model. Image models (SD 1.5, SDXL, ...) cannot make videos here.")
+    return inner

@@ -1,0 +1,99 @@
+"""The spatio-temporal UNet sampler node."""
+import comfy.model_management as mm
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+from .. import t2v_core
+from .latent import video_latents
+from .loader import CATEGORY
+from .model import require_t2v_model
+from .validation import check_choices
+
+
+def context_of(conditioning, input_name):
+    """The [1, 77, D] context of a CONDITIONING input (the first entry when several were combined)."""
+    if not conditioning:
+        raise ValueError(f"{input_name}: empty conditioning; connect a ModelScope T2V Text Encode node")
+    return conditioning[0][0]
+
+
+def start_noise(latent, noise, denoise, seed):
+    """The noise a run starts from, and the clean latents to noise when ``denoise`` < 1."""
+    samples = video_latents(latent, "latent")
+    if noise is not None:
+        noise_samples = video_latents(noise, "noise")
+        if noise_samples.shape != samples.shape:
+            raise ValueError(f"noise: shape {list(noise_samples.shape)} (frames {noise_samples.shape[2]}) does not match "
+                             f"latent {list(samples.shape)} (frames {samples.shape[2]}); make both with the same width, "
+                             f"height, length and batch size.")
+        return noise_samples, (samples if denoise < 1 else None)
+    if denoise < 1:
+        generator = torch.Generator("cpu").manual_seed(seed)
+        return torch.randn(samples.shape, generator=generator), samples
+    if not latent.get("t2v_noise") and not samples.any():
+        raise ValueError("latent: this latent is all zeros (an empty latent for core samplers); at denoise 1.0 the "
+                         "ModelScope T2V sampler starts from the noise video itself: set fill to 'noise'.")
+    return samples, None
+
+
+class Sampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ModelScopeT2VSampler",
+            display_name="ModelScope T2V Sampler",
+            category=CATEGORY,
+            description="Denoises a video latent with the spatio-temporal UNet and classifier-free guidance "
+                        "(cond and uncond in one batch).",
+            inputs=[
+                io.Model.Input("model", tooltip="The UNet from the ModelScope T2V checkpoint loader."),
+                io.Conditioning.Input("positive", tooltip="The prompt, from ModelScope T2V Text Encode."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt; an empty text is the model's default."),
+                io.Latent.Input("latent", tooltip="At denoise 1.0: the noise video to start from. Below 1.0: the "
+                                                  "encoded video to change (video-to-video, zeroscope XL upscaling)."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Sampling steps; the paper uses 50."),
+                io.Float.Input("cfg", default=9.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale; the paper uses 9. 1.0 turns guidance off."),
+                io.Combo.Input("sampler_name", options=list(t2v_core.SAMPLERS), default="ddim",
+                               tooltip="ddim reproduces the original and diffusers; dpmpp_2m needs fewer steps; "
+                                       "euler_ancestral adds fresh noise each step."),
+                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
+                               tooltip="1.0 makes a new video from noise. Lower values keep more of the input latent "
+                                       "(zeroscope XL upscaling: 0.66-0.85)."),
+                io.Latent.Input("noise", optional=True,
+                                tooltip="Optional noise video (ModelScope T2V Noise Video) to use instead of noise "
+                                        "drawn from seed; its shape must match latent."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, optional=True,
+                             tooltip="Seed of the noise added below denoise 1.0 without a noise input, and of "
+                                     "euler_ancestral / eta noise."),
+                io.Float.Input("eta", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="DDIM eta (0: deterministic) or the ancestral noise amount of euler_ancestral."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The denoised video latents.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, sampler_name):
+        return check_choices(sampler_name=(sampler_name, list(t2v_core.SAMPLERS)))
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, steps, cfg, sampler_name, denoise, noise=None, seed=0,
+                eta=0.0) -> io.NodeOutput:
+        t2v = require_t2v_model(model)
+        noise_samples, init = start_noise(latent, noise, denoise, seed)
+        context = torch.cat([context_of(negative, "negative"), context_of(positive, "positive")])
+        mm.load_models_gpu([model])
+        unet = t2v.diffusion_model.unet
+        total = len(t2v.schedule.timesteps(steps, denoise)) - 1
+        bar = comfy.utils.ProgressBar(total)
+
+        def callback(step):
+            mm.throw_exception_if_processing_interrupted()
+            bar.update_absolute(step["i"] + 1, total)
+
+        latents = t2v_core.sample(
+            unet, t2v.schedule, noise_samples, context.to(t2v.compute_dtype), steps=steps, guidance_scale=cfg,
+            sampler=sampler_name, eta=eta, denoise=denoise, init_latents=init,
+            generator=torch.Generator("cpu").manual_seed(seed), callback=callback)
+        return io.NodeOutput({"samples": latents.to(mm.intermediate_device())})

@@ -1,0 +1,96 @@
+"""Save video node: mp4 / webm / gif / PNG frames in the output folder, previewed on the canvas."""
+import json
+import os
+import tempfile
+
+import folder_paths
+from comfy_api.latest import io, ui
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from ..t2v_core.video import to_uint8, write_video
+from .loader import CATEGORY
+from .validation import check_choices
+
+FORMATS = ["mp4", "webm", "gif", "png"]
+
+
+def check_prefix(filename_prefix):
+    """Refuse prefixes that would write outside the output folder."""
+    parts = filename_prefix.replace("\\", "/").split("/")
+    if os.path.isabs(filename_prefix) or ".." in parts or not filename_prefix.strip():
+        raise ValueError(f"filename_prefix: {filename_prefix!r} must be a name inside the output folder "
+                         f"(subfolders allowed, no '..' and no absolute path)")
+
+
+def save_png_frames(frames, folder, stem, metadata):
+    """One PNG per frame, each written under a temporary name and then renamed; prompt/workflow in text chunks."""
+    info = PngInfo()
+    for key, value in metadata.items():
+        info.add_text(key, value)
+    names = []
+    for i, frame in enumerate(frames):
+        name = f"{stem}_{i + 1:05}.png"
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".png")
+        os.close(fd)
+        try:
+            Image.fromarray(frame).save(tmp, pnginfo=info, compress_level=4)
+            os.replace(tmp, os.path.join(folder, name))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        names.append(name)
+    return names
+
+
+class SaveVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ModelScopeT2VSaveVideo",
+            display_name="ModelScope T2V Save Video",
+            category=CATEGORY,
+            description="Writes the frames as a video in the output folder and previews it on the node.",
+            inputs=[
+                io.Image.Input("images", tooltip="The frames, in order (from ModelScope T2V VAE Decode)."),
+                io.Int.Input("fps", default=8, min=1, max=120, tooltip="Frames per second; the model was made for 8."),
+                io.String.Input("filename_prefix", default="ModelScopeT2V/video",
+                                tooltip="File name start inside the output folder; may contain subfolders and "
+                                        "%date% style variables. A counter is appended."),
+                io.Combo.Input("format", options=FORMATS, default="mp4",
+                               tooltip="mp4: H.264 yuv420p, plays everywhere. webm: VP9. gif: no metadata. "
+                                       "png: one image per frame."),
+            ],
+            outputs=[],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def validate_inputs(cls, filename_prefix, format):
+        try:
+            check_prefix(filename_prefix)
+        except ValueError as e:
+            return str(e)
+        return check_choices(format=(format, FORMATS))
+
+    @classmethod
+    def execute(cls, images, fps, filename_prefix, format) -> io.NodeOutput:
+        check_prefix(filename_prefix)
+        frames = to_uint8(images[..., :3])
+        height, width = frames.shape[1:3]
+        output_dir = folder_paths.get_output_directory()
+        folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir, width, height)
+        os.makedirs(folder, exist_ok=True)
+        metadata = {}
+        if cls.hidden.prompt is not None:
+            metadata["prompt"] = json.dumps(cls.hidden.prompt)
+        for key, value in (cls.hidden.extra_pnginfo or {}).items():
+            metadata[key] = json.dumps(value)
+        name = f"{stem}_{counter:05}"
+        if format == "png":
+            files = save_png_frames(frames, folder, name, metadata)
+            results = [ui.SavedResult(f, subfolder, io.FolderType.output) for f in files]
+            return io.NodeOutput(ui=ui.SavedImages(results))
+        write_video(frames, os.path.join(folder, f"{name}.{format}"), fps=fps, fmt=format, metadata=metadata)
+        return io.NodeOutput(ui=ui.PreviewVideo([ui.SavedResult(f"{name}.{format}", subfolder, io.FolderType.output)]))

@@ -1,0 +1,138 @@
+"""A real ComfyUI server for the tests: started on 127.0.0.1 with this pack installed, and a small client for it."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import websocket
+
+REPO = Path(__file__).resolve().parents[1]
+COMFYUI = REPO / "build" / "ComfyUI"
+PACK_NAME = "ComfyUI-ModelScope-T2V"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``python main.py --cpu`` in a base directory of its own (custom_nodes, models, input, output, temp, user)."""
+
+    def __init__(self, base):
+        self.base = Path(base)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        for folder in ("custom_nodes", "models/text2video", "models/vae", "models/diffusion_models", "input", "output"):
+            (self.base / folder).mkdir(parents=True, exist_ok=True)
+        (self.base / "custom_nodes" / PACK_NAME).symlink_to(REPO)
+        self.log = open(self.base / "comfyui.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+             "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:", "--disable-api-nodes"],
+            cwd=COMFYUI, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_ready()
+
+    def wait_ready(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log_text()}")
+            try:
+                self.get("/object_info/ModelScopeT2VSampler")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        raise TimeoutError(f"ComfyUI did not answer within {timeout} s:\n{self.log_text()}")
+
+    def log_text(self):
+        self.log.flush()
+        return (self.base / "comfyui.log").read_text()[-5000:]
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def stop(self):
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+    # --- HTTP -----------------------------------------------------------------------------------------------
+
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            body = r.read()
+            return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+    def post(self, path, data):
+        request = urllib.request.Request(self.url + path, data=json.dumps(data).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                body = r.read()
+                return r.status, (json.loads(body) if body else None)
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def queue(self, prompt, client_id=None):
+        """POST /prompt: (status, body)."""
+        return self.post("/prompt", {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex})
+
+    def wait(self, prompt_id, timeout=300):
+        """The /history entry of a finished prompt."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id]["status"]["status_str"] in ("success", "error"):
+                return history[prompt_id]
+            time.sleep(0.2)
+        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout} s")
+
+    def run(self, prompt, timeout=300):
+        """Queue ``prompt`` and wait for it; fails on a validation error."""
+        status, body = self.queue(prompt)
+        assert status == 200, body
+        return self.wait(body["prompt_id"], timeout)
+
+    def run_watching(self, prompt, on_message=None, timeout=300):
+        """Queue ``prompt`` with a websocket open; returns every message until the prompt ends.
+
+        ``on_message(message)`` may act on the way (e.g. interrupt); messages are dicts with ``type`` and ``data``.
+        """
+        client_id = uuid.uuid4().hex
+        ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=timeout)
+        try:
+            status, body = self.queue(prompt, client_id)
+            assert status == 200, body
+            messages = []
+            while True:
+                raw = ws.recv()
+                if not isinstance(raw, str):
+                    messages.append({"type": "binary", "data": raw})
+                    continue
+                message = json.loads(raw)
+                messages.append(message)
+                if on_message is not None:
+                    on_message(message)
+                data = message.get("data", {})
+                if data.get("prompt_id") != body["prompt_id"]:
+                    continue
+                if message["type"] in ("execution_success", "execution_error", "execution_interrupted"):
+                    return messages
+        finally:
+            ws.close()
+
+    def output_path(self, item):
+        return self.base / "output" / item["subfolder"] / item["filename"]

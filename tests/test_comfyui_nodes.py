@@ -1,0 +1,222 @@
+"""The nodes in a real ComfyUI server: listing, the shipped workflows over HTTP, errors, progress and cancel."""
+import re
+import subprocess
+import threading
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import t2v_core
+import tiny
+from t2v_core.unet3d import UNet3DConfig
+from workflows import load, nodes_of, tiny_text_to_video
+
+CONTRACT = {
+    "ModelScopeT2VCheckpointLoader": (["ckpt_name"], ["MODEL", "T2V_CLIP", "T2V_VAE"]),
+    "ModelScopeT2VTextEncode": (["clip", "text"], ["CONDITIONING"]),
+    "ModelScopeT2VEmptyLatentVideo": (["width", "height", "length", "batch_size", "seed"], ["LATENT"]),
+    "ModelScopeT2VSampler": (["model", "positive", "negative", "latent", "steps", "cfg", "sampler_name", "denoise"], ["LATENT"]),
+    "ModelScopeT2VDecode": (["vae", "samples"], ["IMAGE"]),
+    "ModelScopeT2VEncode": (["vae", "images"], ["LATENT"]),
+    "ModelScopeT2VSaveVideo": (["images", "fps", "filename_prefix", "format"], []),
+}
+SAMPLER, SAVE = "5", "7"
+
+
+def outputs_of(entry, node=SAVE):
+    return entry["outputs"][node]["images"]
+
+
+def assert_still_serving(comfy):
+    """After a failure the server is alive and the next prompt succeeds."""
+    assert comfy.alive()
+    prompt, _ = tiny_text_to_video(length=2, steps=1)
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success"
+
+
+def error_message(entry):
+    return next(data["exception_message"] for kind, data in entry["status"]["messages"] if kind == "execution_error")
+
+
+def test_object_info_lists_every_contract_node(comfy):
+    info = comfy.get("/object_info")
+    for node_id, (required, outputs) in CONTRACT.items():
+        assert node_id in info, f"{node_id} is not registered"
+        assert list(info[node_id]["input"]["required"]) == required
+        assert info[node_id]["output"] == outputs
+        for name, spec in {**info[node_id]["input"]["required"], **info[node_id]["input"].get("optional", {})}.items():
+            assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+    assert info["ModelScopeT2VCheckpointLoader"]["input"]["required"]["ckpt_name"][1]["options"] == ["tiny-t2v"]
+    defaults = {k: v[1].get("default") for k, v in info["ModelScopeT2VEmptyLatentVideo"]["input"]["required"].items()}
+    assert (defaults["width"], defaults["height"], defaults["length"]) == (256, 256, 16)
+    sampler = {k: v[1].get("default") for k, v in info["ModelScopeT2VSampler"]["input"]["required"].items()}
+    assert (sampler["steps"], sampler["cfg"], sampler["sampler_name"]) == (50, 9.0, "ddim")
+    assert info["ModelScopeT2VSaveVideo"]["input"]["required"]["fps"][1]["default"] == 8
+
+
+def test_shipped_workflow_frames_equal_generate(comfy):
+    """PNG frames are lossless: each equals t2v_core.generate's frame truncated to 8 bits (within 1/255)."""
+    prompt, seed = tiny_text_to_video(width=48, height=32, length=3, steps=3)
+    entry = comfy.run(prompt)
+    files = [comfy.output_path(item) for item in outputs_of(entry)]
+    frames = np.stack([np.asarray(Image.open(f)) for f in files]).astype(np.float32) / 255
+    pipe = t2v_core.load_pipeline(comfy.base / "models" / "text2video" / "tiny-t2v")
+    text = nodes_of(prompt, "ModelScopeT2VTextEncode")
+    video = t2v_core.generate(pipe, text[0]["inputs"]["text"], negative_prompt=text[1]["inputs"]["text"],
+                              num_frames=3, height=32, width=48, steps=3, guidance_scale=9.0, seed=seed)
+    assert frames.shape == (3, 32, 48, 3)
+    assert np.abs(frames - video.numpy()).max() <= 1 / 255
+    assert frames.std() > 0.01
+
+
+def test_shipped_workflow_writes_a_browser_playable_mp4(comfy):
+    prompt, _ = tiny_text_to_video(width=48, height=32, length=5, steps=2, fmt="mp4")
+    entry = comfy.run(prompt)
+    item = outputs_of(entry)[0]
+    assert entry["outputs"][SAVE]["animated"] == [True] and item["type"] == "output"
+    path = comfy.output_path(item)
+    info = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                          capture_output=True, text=True).stderr
+    assert re.search(r"Video: h264 .*yuv420p", info) and "48x32" in info and "8 fps" in info
+    tags = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+                          capture_output=True, text=True).stdout
+    assert re.search(r"^prompt=.*ModelScopeT2VSampler", tags, re.M)  # the API graph is embedded
+    reader = imageio_ffmpeg.read_frames(str(path))
+    next(reader)
+    assert len(list(reader)) == 5
+    assert comfy.get(f"/view?filename={item['filename']}&subfolder={item['subfolder']}&type=output")[4:8] == b"ftyp"
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_core_ksampler_drives_the_model(comfy):
+    prompt = load("text_to_video_ksampler_api.json")
+    prompt, _ = tiny_text_to_video(length=3, steps=3, name="text_to_video_ksampler_api.json")
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    files = [comfy.output_path(item) for item in outputs_of(entry)]
+    frames = np.stack([np.asarray(Image.open(f)) for f in files])
+    assert frames.shape == (3, 32, 48, 3) and frames.std() > 2
+
+
+def test_progress_arrives_on_the_websocket(comfy):
+    prompt, _ = tiny_text_to_video(steps=4)
+    messages = comfy.run_watching(prompt)
+    progress = [m["data"] for m in messages if m["type"] == "progress" and m["data"]["node"] == SAMPLER]
+    assert [p["value"] for p in progress] == [1, 2, 3, 4] and progress[-1]["max"] == 4
+    assert any(m["type"] == "executed" and m["data"]["node"] == SAVE for m in messages)
+
+
+def test_cancel_stops_the_sampler_within_a_step(comfy):
+    prompt, _ = tiny_text_to_video(width=64, height=64, length=4, steps=40)
+    seen = []
+
+    def interrupt_at_second_step(message):
+        if message["type"] == "progress" and message["data"]["node"] == SAMPLER:
+            seen.append(message["data"]["value"])
+            if message["data"]["value"] == 2:
+                threading.Thread(target=comfy.post, args=("/interrupt", {})).start()
+
+    messages = comfy.run_watching(prompt, on_message=interrupt_at_second_step)
+    assert messages[-1]["type"] == "execution_interrupted"
+    assert max(seen) <= 4, f"the sampler ran on to step {max(seen)} after the interrupt at step 2"
+    assert_still_serving(comfy)
+
+
+# --- Bad input: a clear error, and the server keeps serving --------------------------------------------------
+
+def test_unknown_checkpoint_is_a_400(comfy):
+    prompt, _ = tiny_text_to_video()
+    nodes_of(prompt, "ModelScopeT2VCheckpointLoader")[0]["inputs"]["ckpt_name"] = "no-such-model"
+    status, body = comfy.queue(prompt)
+    assert status == 400
+    error = body["node_errors"]["1"]["errors"][0]
+    assert error["type"] == "custom_validation_failed"
+    assert "ckpt_name: 'no-such-model' is not one of the options (tiny-t2v" in error["details"]
+    assert_still_serving(comfy)
+
+
+def test_corrupt_checkpoint_names_the_file(comfy):
+    path = comfy.base / "models" / "text2video" / "corrupt.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": trunc")
+    prompt, _ = tiny_text_to_video()
+    nodes_of(prompt, "ModelScopeT2VCheckpointLoader")[0]["inputs"]["ckpt_name"] = "corrupt.safetensors"
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "error"
+    assert "corrupt.safetensors: not a readable safetensors file" in error_message(entry)
+    assert_still_serving(comfy)
+
+
+@pytest.mark.parametrize("field, value, kind, detail", [
+    ("width", 50, "custom_validation_failed", "width must be a multiple of 8, got 50"),
+    ("height", 36, "custom_validation_failed", "height must be a multiple of 8, got 36"),
+    ("length", 0, "value_smaller_than_min", "length"),
+])
+def test_bad_video_size_is_a_400(comfy, field, value, kind, detail):
+    prompt, _ = tiny_text_to_video()
+    nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo")[0]["inputs"][field] = value
+    status, body = comfy.queue(prompt)
+    assert status == 400
+    errors = body["node_errors"]["4"]["errors"]
+    assert any(e["type"] == kind and detail in e["details"] for e in errors), errors
+    assert_still_serving(comfy)
+
+
+def test_filename_prefix_outside_the_output_folder_is_a_400(comfy):
+    prompt, _ = tiny_text_to_video()
+    nodes_of(prompt, "ModelScopeT2VSaveVideo")[0]["inputs"]["filename_prefix"] = "../../x"
+    status, body = comfy.queue(prompt)
+    assert status == 400
+    details = body["node_errors"][SAVE]["errors"][0]["details"]
+    assert "filename_prefix" in details and "inside the output folder" in details
+    assert not (comfy.base.parent / "x_00001_.png").exists()
+    assert_still_serving(comfy)
+
+
+def test_noise_with_another_frame_count_is_refused(comfy):
+    prompt, _ = tiny_text_to_video(length=3)
+    prompt["8"] = {"class_type": "ModelScopeT2VEmptyLatentVideo",
+                   "inputs": {"width": 48, "height": 32, "length": 5, "batch_size": 1, "seed": 1}}
+    prompt[SAMPLER]["inputs"]["noise"] = ["8", 0]
+    entry = comfy.run(prompt)
+    message = error_message(entry)
+    assert "noise: shape [1, 4, 5, 4, 6] (frames 5) does not match latent [1, 4, 3, 4, 6] (frames 3)" in message
+    assert_still_serving(comfy)
+
+
+def sd15_unet_file(path):
+    """A small image UNet in the SD 1.5 layout (320 channels, 768-wide context, one level), no temporal layers."""
+    cfg = UNet3DConfig(block_out_channels=(320,), cross_attention=(True,), layers_per_block=1, context_dim=768, head_dim=40)
+    state = {}
+    for key, tensor in tiny.unet_original_state(tiny.unet(cfg, seed=9)).items():
+        if "temopral_conv" in key or key.startswith("input_blocks.0.1.") or re.match(r"\w+\.\d+\.2\.|middle_block\.2\.", key):
+            continue
+        key = key.replace("middle_block.3.", "middle_block.2.")
+        if re.search(r"\.1\.proj_(in|out)\.weight$", key):
+            tensor = tensor[..., None, None]  # SD 1.5 projects with 1x1 convolutions
+        state[key] = tensor.contiguous()
+    save_file(state, path)
+
+
+def test_an_image_model_wired_into_the_sampler_is_refused(comfy):
+    sd15_unet_file(comfy.base / "models" / "diffusion_models" / "sd15-tiny.safetensors")
+    prompt, _ = tiny_text_to_video()
+    prompt["9"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "sd15-tiny.safetensors", "weight_dtype": "default"}}
+    prompt[SAMPLER]["inputs"]["model"] = ["9", 0]
+    entry = comfy.run(prompt)
+    message = error_message(entry)
+    assert "model: expected a ModelScope text-to-video MODEL" in message and "got a SD15 model" in message
+    assert_still_serving(comfy)
+
+
+def test_unknown_sampler_is_a_400(comfy):
+    prompt, _ = tiny_text_to_video()
+    prompt[SAMPLER]["inputs"]["sampler_name"] = "plms"
+    status, body = comfy.queue(prompt)
+    assert status == 400
+    assert "sampler_name: 'plms' is not one of the options (ddim" in body["node_errors"][SAMPLER]["errors"][0]["details"]
+    assert_still_serving(comfy)
