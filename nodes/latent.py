@@ -13,6 +13,17 @@ SCALE = 8  # pixels per latent cell of every published checkpoint's VAE
 NOISE, ZEROS = "noise", "zeros"
 
 
+def progress_bar(total):
+    """A ``progress(done, total)`` callback that moves ComfyUI's progress bar and stops on /interrupt."""
+    bar = comfy.utils.ProgressBar(total)
+
+    def progress(done, total):
+        mm.throw_exception_if_processing_interrupted()
+        bar.update_absolute(done, total)
+
+    return progress
+
+
 def video_latents(latent, input_name):
     """The [B, C, F, h, w] samples of a LATENT input, or an error naming the input."""
     samples = latent["samples"]
@@ -85,13 +96,7 @@ class Decode(io.ComfyNode):
     @classmethod
     def execute(cls, vae, samples) -> io.NodeOutput:
         latents = video_latents(samples, "samples")
-        bar = comfy.utils.ProgressBar(latents.shape[0] * latents.shape[2])
-
-        def progress(done, total):
-            mm.throw_exception_if_processing_interrupted()
-            bar.update_absolute(done, total)
-
-        video = vae.decode(latents, progress=progress)  # [B, F, H, W, 3]
+        video = vae.decode(latents, progress=progress_bar(latents.shape[0] * latents.shape[2]))  # [B, F, H, W, 3]
         return io.NodeOutput(video.flatten(0, 1))
 
 
@@ -116,10 +121,4 @@ class Encode(io.ComfyNode):
         if height % vae.scale_factor or width % vae.scale_factor:
             raise ValueError(f"images: width and height must be multiples of {vae.scale_factor}, got {width}x{height}; "
                              f"resize the frames first (e.g. Upscale Image to 1024x576 for zeroscope XL).")
-        bar = comfy.utils.ProgressBar(images.shape[0])
-
-        def progress(done, total):
-            mm.throw_exception_if_processing_interrupted()
-            bar.update_absolute(done, total)
-
-        return io.NodeOutput({"samples": vae.encode(images[None, ..., :3], progress=progress)})
+        return io.NodeOutput({"samples": vae.encode(images[None, ..., :3], progress=progress_bar(images.shape[0]))})
