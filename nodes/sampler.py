@@ -63,7 +63,7 @@ class Sampler(io.ComfyNode):
                 io.Latent.Input("noise", optional=True,
                                 tooltip="Optional noise video (ModelScope T2V Noise Video) to use instead of noise "
                                         "drawn from seed; its shape must match latent."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, optional=True,
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, optional=True, control_after_generate=True,
                              tooltip="Seed of the noise added below denoise 1.0 without a noise input, and of "
                                      "euler_ancestral / eta noise."),
                 io.Float.Input("eta", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,

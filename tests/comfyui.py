@@ -45,17 +45,17 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log_text()}")
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log_text()[-5000:]}")
             try:
                 self.get("/object_info/ModelScopeT2VSampler")
                 return
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.5)
-        raise TimeoutError(f"ComfyUI did not answer within {timeout} s:\n{self.log_text()}")
+        raise TimeoutError(f"ComfyUI did not answer within {timeout} s:\n{self.log_text()[-5000:]}")
 
     def log_text(self):
         self.log.flush()
-        return (self.base / "comfyui.log").read_text()[-5000:]
+        return (self.base / "comfyui.log").read_text()
 
     def alive(self):
         return self.process.poll() is None

@@ -1,4 +1,5 @@
 """The nodes in a real ComfyUI server: listing, the shipped workflows over HTTP, errors, progress and cancel."""
+import random
 import re
 import subprocess
 import threading
@@ -13,6 +14,7 @@ from safetensors.torch import save_file
 import t2v_core
 import tiny
 from t2v_core.unet3d import UNet3DConfig
+from t2v_core.video import write_video
 from workflows import load, nodes_of, tiny_text_to_video
 
 CONTRACT = {
@@ -220,3 +222,39 @@ def test_unknown_sampler_is_a_400(comfy):
     assert status == 400
     assert "sampler_name: 'plms' is not one of the options (ddim" in body["node_errors"][SAMPLER]["errors"][0]["details"]
     assert_still_serving(comfy)
+
+
+def test_video_to_video_upscale_workflow(comfy):
+    """LoadVideo -> resize -> encode -> sampler at denoise 0.5 -> decode: a new video of the new size."""
+    source = np.random.default_rng(0).random((3, 32, 48, 3))
+    write_video(source, comfy.base / "input" / "clip.mp4", fps=8)
+    prompt, _ = tiny_text_to_video(steps=4, name="video_to_video_upscale_api.json")
+    prompt["10"]["inputs"]["file"] = "clip.mp4"
+    prompt["12"]["inputs"].update(width=64, height=48)
+    prompt[SAMPLER]["inputs"].update(denoise=0.5, seed=random.randrange(2**32))
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    frames = np.stack([np.asarray(Image.open(comfy.output_path(item))) for item in outputs_of(entry)])
+    assert frames.shape == (3, 48, 64, 3)
+
+
+def test_frames_work_with_core_create_video_and_save_video(comfy):
+    prompt, _ = tiny_text_to_video(length=4)
+    prompt["20"] = {"class_type": "CreateVideo", "inputs": {"images": ["6", 0], "fps": 8.0}}
+    prompt["21"] = {"class_type": "SaveVideo", "inputs": {"video": ["20", 0], "filename_prefix": "core/video",
+                                                         "format": "mp4", "codec": "h264"}}
+    entry = comfy.run(prompt)
+    item = entry["outputs"]["21"]["images"][0]
+    reader = imageio_ffmpeg.read_frames(str(comfy.output_path(item)))
+    assert next(reader)["size"] == (48, 32) and len(list(reader)) == 4
+
+
+def test_a_checkpoint_is_loaded_once(comfy):
+    """Two loader nodes on the same checkpoint, and later prompts, share one loaded copy."""
+    prompt, _ = tiny_text_to_video()
+    prompt["30"] = {"class_type": "ModelScopeT2VCheckpointLoader", "inputs": {"ckpt_name": "tiny-t2v", "dtype": "fp32"}}
+    prompt["3"]["inputs"]["clip"] = ["30", 1]
+    assert comfy.run(prompt)["status"]["status_str"] == "success"
+    assert comfy.run(tiny_text_to_video()[0])["status"]["status_str"] == "success"
+    loads = re.findall(r"Loaded \S*tiny-t2v", comfy.log_text())
+    assert len(loads) == 1, loads
