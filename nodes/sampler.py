@@ -1,12 +1,14 @@
 """The spatio-temporal UNet sampler node."""
 import comfy.model_management as mm
+import comfy.utils
 import torch
 from comfy_api.latest import io
 
 from .. import t2v_core
-from .latent import progress_bar, video_latents
+from .latent import video_latents
 from .loader import CATEGORY
 from .model import require_t2v_model
+from .preview import strip_previewer
 from .validation import check_choices
 
 
@@ -84,10 +86,13 @@ class Sampler(io.ComfyNode):
         context = torch.cat([context_of(negative, "negative"), context_of(positive, "positive")])
         mm.load_models_gpu([model])
         unet = t2v.diffusion_model.unet
-        progress = progress_bar(len(t2v.schedule.timesteps(steps, denoise)) - 1)
+        total = len(t2v.schedule.timesteps(steps, denoise)) - 1
+        bar = comfy.utils.ProgressBar(total)
+        preview = strip_previewer(t2v.latent_format)
 
         def callback(step):
-            progress(step["i"] + 1, step["total"])
+            mm.throw_exception_if_processing_interrupted()
+            bar.update_absolute(step["i"] + 1, total, preview(step["denoised"]) if preview else None)
 
         latents = t2v_core.sample(
             unet, t2v.schedule, noise_samples, context.to(t2v.compute_dtype), steps=steps, guidance_scale=cfg,

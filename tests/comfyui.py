@@ -37,7 +37,8 @@ class Server:
         self.log = open(self.base / "comfyui.log", "w")
         self.process = subprocess.Popen(
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-             "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:", "--disable-api-nodes"],
+             "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:", "--disable-api-nodes",
+             "--preview-method", "auto"],
             cwd=COMFYUI, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready()
 

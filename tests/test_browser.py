@@ -1,0 +1,126 @@
+"""The pack in the real ComfyUI frontend, in Debian's chromium driven by Playwright."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from workflows import WORKFLOWS
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required"]
+ARTIFACTS = Path(os.environ.get("T2V_ARTIFACTS", Path(__file__).resolve().parents[1] / "build" / "artifacts"))
+OUR_SCRIPT = "modelscope_t2v.js"
+FRAMES, FPS = 8, 8
+
+
+@pytest.fixture(scope="module")
+def page(comfy):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/setup-dev does)")
+    comfy.post("/settings/Comfy.TutorialCompleted", True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)  # a fresh profile each time
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.console_errors = []
+        page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text + str(m.location)))
+        page.on("pageerror", lambda e: page.console_errors.append(f"{e}\n{e.stack}"))
+        open_app(page, comfy)
+        yield page
+        browser.close()
+
+
+def open_app(page, comfy):
+    page.goto(comfy.url)
+    page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=60000)
+
+
+def tiny_ui_workflow():
+    workflow = json.loads((WORKFLOWS / "text_to_video.json").read_text())
+    for node in workflow["nodes"]:
+        values = node.get("widgets_values")
+        if node["type"] == "ModelScopeT2VCheckpointLoader":
+            values[0] = "tiny-t2v"
+        elif node["type"] == "ModelScopeT2VEmptyLatentVideo":
+            values[:3] = [64, 48, FRAMES]
+        elif node["type"] == "ModelScopeT2VSampler":
+            values[0] = 4
+        elif node["type"] == "ModelScopeT2VSaveVideo":
+            values[0] = FPS
+    return workflow
+
+
+def node_id(workflow, node_type):
+    return next(n["id"] for n in workflow["nodes"] if n["type"] == node_type)
+
+
+def our_errors(page):
+    """Console errors logged or thrown by our script (the frontend's own failing registry lookups are not ours)."""
+    return [e for e in page.console_errors if OUR_SCRIPT in e]
+
+
+def saved_video_state(page, save_id):
+    return page.evaluate("""(id) => {
+        const node = app.graph.getNodeById(id);
+        const video = node?.widgets?.find(w => w.name === "t2v_preview")?.element?.querySelector("video");
+        return video ? {readyState: video.readyState, duration: video.duration, muted: video.muted, loop: video.loop,
+                        src: video.src, height: video.getBoundingClientRect().height} : null;
+    }""", save_id)
+
+
+def test_extension_is_served(comfy):
+    assert any(path.endswith(OUR_SCRIPT) for path in comfy.get("/extensions"))
+
+
+def test_workflow_loads_with_every_node_type_known(page):
+    workflow = json.loads((WORKFLOWS / "text_to_video.json").read_text())
+    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
+    missing = page.evaluate("(types) => types.filter(t => !LiteGraph.registered_node_types[t])",
+                            sorted({n["type"] for n in workflow["nodes"]}))
+    assert missing == []
+    assert page.evaluate("() => app.graph.nodes.length") == len(workflow["nodes"])
+    assert our_errors(page) == []
+
+
+def test_queue_from_the_page_shows_live_previews_and_the_video(page, capsys):
+    workflow = tiny_ui_workflow()
+    sampler, save = node_id(workflow, "ModelScopeT2VSampler"), node_id(workflow, "ModelScopeT2VSaveVideo")
+    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
+    page.evaluate("""(sampler) => {
+        window.t2vPreviews = [];
+        window.comfyAPI.api.api.addEventListener("b_preview_with_metadata",
+            ({detail}) => window.t2vPreviews.push(String(detail.displayNodeId)));
+    }""", sampler)
+    page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    page.wait_for_function("(id) => { const n = app.graph.getNodeById(id); const v = n?.widgets?.find("
+                           "w => w.name === 't2v_preview')?.element?.querySelector('video'); "
+                           "return v && v.readyState >= 2; }", arg=save, timeout=120000)
+    previews = page.evaluate("() => window.t2vPreviews")
+    assert previews.count(str(sampler)) >= 1, previews
+    page.evaluate("(id) => { app.canvas.centerOnNode(app.graph.getNodeById(id)); app.canvas.setDirty(true, true); }", save)
+    page.wait_for_timeout(500)
+    state = saved_video_state(page, save)
+    assert state["readyState"] >= 2 and state["muted"] and state["loop"] and state["height"] > 50
+    assert abs(state["duration"] - FRAMES / FPS) < 0.15
+    assert our_errors(page) == []
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "canvas_with_preview.png"
+    page.screenshot(path=str(shot))
+    with capsys.disabled():
+        print(f"\ncanvas screenshot: {shot} ({shot.stat().st_size} bytes)")
+    assert shot.stat().st_size > 10_000
+
+
+def test_preview_survives_reloading_the_workflow(page, comfy):
+    workflow = page.evaluate("() => app.graph.serialize()")
+    save = node_id(workflow, "ModelScopeT2VSaveVideo")
+    assert next(n for n in workflow["nodes"] if n["id"] == save)["properties"].get("t2v_preview")
+    open_app(page, comfy)
+    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
+    page.wait_for_function("(id) => { const v = app.graph.getNodeById(id)?.widgets?.find(w => w.name === 't2v_preview')"
+                           "?.element?.querySelector('video'); return v && v.readyState >= 2; }", arg=save, timeout=30000)
+    assert our_errors(page) == []
