@@ -10,7 +10,7 @@ class TextEncode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ModelScopeT2VTextEncode",
-            display_name="ModelScope T2V Text Encode",
+            display_name="ModelScope Text-to-Video Text Encode",
             category=CATEGORY,
             description="Encodes a prompt with the OpenCLIP text encoder (77 tokens; longer prompts are cut).",
             inputs=[

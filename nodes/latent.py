@@ -41,7 +41,7 @@ class EmptyLatentVideo(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ModelScopeT2VEmptyLatentVideo",
-            display_name="ModelScope T2V Noise Video",
+            display_name="ModelScope Text-to-Video Noise Video",
             category=CATEGORY,
             description="The seeded Gaussian noise video the ModelScope T2V sampler starts from. With the same seed, "
                         "sampler (ddim, denoise 1.0) and VAE decode reproduce t2v_core.generate exactly.",
@@ -83,7 +83,7 @@ class Decode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ModelScopeT2VDecode",
-            display_name="ModelScope T2V VAE Decode",
+            display_name="ModelScope Text-to-Video VAE Decode",
             category=CATEGORY,
             description="Decodes video latents into frames, a few frames at a time so memory does not grow with length.",
             inputs=[
@@ -105,7 +105,7 @@ class Encode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ModelScopeT2VEncode",
-            display_name="ModelScope T2V VAE Encode",
+            display_name="ModelScope Text-to-Video VAE Encode",
             category=CATEGORY,
             description="Encodes frames into one video latent, for video-to-video and zeroscope XL upscaling.",
             inputs=[

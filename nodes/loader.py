@@ -16,7 +16,7 @@ class CheckpointLoader(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ModelScopeT2VCheckpointLoader",
-            display_name="ModelScope T2V Checkpoint Loader",
+            display_name="ModelScope Text-to-Video Checkpoint Loader (zeroscope)",
             category=CATEGORY,
             description="Loads a ModelScope text-to-video checkpoint (text-to-video-ms-1.7b, zeroscope v2) from "
                         "models/text2video: an original ModelScope folder, a diffusers folder or a single file.",

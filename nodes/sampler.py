@@ -43,7 +43,7 @@ class Sampler(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ModelScopeT2VSampler",
-            display_name="ModelScope T2V Sampler",
+            display_name="ModelScope Text-to-Video Sampler",
             category=CATEGORY,
             description="Denoises a video latent with the spatio-temporal UNet and classifier-free guidance "
                         "(cond and uncond in one batch).",

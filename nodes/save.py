@@ -48,7 +48,7 @@ class SaveVideo(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ModelScopeT2VSaveVideo",
-            display_name="ModelScope T2V Save Video",
+            display_name="ModelScope Text-to-Video Save Video",
             category=CATEGORY,
             description="Writes the frames as a video in the output folder and previews it on the node.",
             inputs=[

@@ -258,3 +258,14 @@ def test_a_checkpoint_is_loaded_once(comfy):
     assert comfy.run(tiny_text_to_video()[0])["status"]["status_str"] == "success"
     loads = re.findall(r"Loaded \S*tiny-t2v", comfy.log_text())
     assert len(loads) == 1, loads
+
+
+def test_nodes_are_found_by_what_users_type(comfy):
+    """The frontend searches node names and display names: each of these words finds the pack's nodes."""
+    info = comfy.get("/object_info")
+    ours = {k: v for k, v in info.items() if k.startswith("ModelScopeT2V")}
+    assert {v["category"] for v in ours.values()} == {"ModelScope T2V"}
+    for node_id, node in ours.items():
+        text = f"{node_id} {node['display_name']}".lower()
+        assert "modelscope" in text and "t2v" in text and "text-to-video" in text
+    assert "zeroscope" in ours["ModelScopeT2VCheckpointLoader"]["display_name"].lower()
