@@ -4,6 +4,7 @@ The block is the pre-LayerNorm block of latent diffusion (Rombach et al. 2022): 
 attention (cross-attention on the text, or a second self-attention in the temporal transformers) and a GEGLU
 feed-forward (Shazeer 2020), each added to the residual stream.
 """
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -37,7 +38,11 @@ class Attention(nn.Module):
 
 
 class GEGLU(nn.Module):
-    """One projection to twice the width, split into a value half and a GELU gate half."""
+    """One projection to twice the width, split into a value half and a GELU gate half.
+
+    Both halves are updated in place inside the projection's output, and the value half is returned as a strided
+    view that the next matrix multiply reads directly: no [N, 4C] temporaries (this block is memory-bound).
+    """
 
     def __init__(self, dim_in, dim_out, ops=default_ops):
         super().__init__()
@@ -45,7 +50,7 @@ class GEGLU(nn.Module):
 
     def forward(self, x):
         value, gate = self.proj(x).chunk(2, dim=-1)
-        return value * F.gelu(gate)
+        return value.mul_(torch.ops.aten.gelu_(gate))
 
 
 class FeedForward(nn.Module):
@@ -77,6 +82,7 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(dim, ops=ops)
 
     def forward(self, x, context=None):
-        x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
-        return x + self.ff(self.norm3(x))
+        """Updates ``x`` (a fresh projection inside the transformers) in place."""
+        x += self.attn1(self.norm1(x))
+        x += self.attn2(self.norm2(x), context)
+        return x.add_(self.ff(self.norm3(x)))

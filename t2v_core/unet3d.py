@@ -63,7 +63,8 @@ class TemporalConv(nn.Module):
             norm = ops.GroupNorm(groups, channels, eps=1e-5)
             conv = ops.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
             # Index 2 of layers 2-4 is the dropout of the original; keeping it keeps the checkpoint's indices.
-            return nn.Sequential(norm, nn.SiLU(), conv) if first else nn.Sequential(norm, nn.SiLU(), nn.Dropout(0.0), conv)
+            act = nn.SiLU(inplace=True)
+            return nn.Sequential(norm, act, conv) if first else nn.Sequential(norm, act, nn.Dropout(0.0), conv)
 
         self.conv1, self.conv2, self.conv3, self.conv4 = layer(True), layer(False), layer(False), layer(False)
 
@@ -71,7 +72,7 @@ class TemporalConv(nn.Module):
         h = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
         identity = h
         h = self.conv4(self.conv3(self.conv2(self.conv1(h))))
-        return rearrange(identity + h, "b c f h w -> (b f) c h w")
+        return rearrange(h.add_(identity), "b c f h w -> (b f) c h w")
 
 
 class SpatialTransformer(nn.Module):

@@ -1,0 +1,206 @@
+"""Side-by-side benchmarks of t2v_core against diffusers on the same random full-size weights.
+
+    .venv/bin/python bench/bench.py [--quick] [--device cuda] [--dtype fp16]
+
+Every figure is measured in this one run, ours and diffusers' alternating, with the same inputs, dtype and
+threads; ratios are ours / diffusers (below 1 is better). Peak memory is measured in separate processes.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import (alternate, diffusers_unet, matmul_peak, our_unet_sharing, peak_rss_gib,  # noqa: E402
+                          randomize_, table, unet_flops)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+CACHE = Path(__file__).resolve().parents[1] / "build" / "bench"
+
+
+def machine(args):
+    if args.device == "cuda":
+        return torch.cuda.get_device_name()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def bench_unet(args, peak):
+    device, dtype = args.device, DTYPES[args.dtype]
+    ref = diffusers_unet(device, dtype)
+    ours = our_unet_sharing(ref)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, args.frames, 32, 32, generator=g).to(device, dtype)
+    t = torch.tensor([500, 500], device=device)
+    c = torch.randn(2, 77, 1024, generator=g).to(device, dtype)
+    with torch.no_grad():
+        diff = (ours(x, t, c).float() - ref(x, t, c).sample.float()).abs().max().item()
+        times = alternate({"ours": lambda: ours(x, t, c), "diffusers": lambda: ref(x, t, c)}, args.pairs, device)
+    flops = unet_flops(2, args.frames)
+    rows = [[name, f"{s:.3f}", f"{flops / s / 1e12:.3f}", f"{flops / s / peak:.1%}"] for name, s in times.items()]
+    table(f"UNet step, B2 (CFG) x F{args.frames} x 32x32 latent (256x256 video), {args.dtype}; "
+          f"{flops / 1e12:.2f} TFLOP counted; max |ours - diffusers| = {diff:.1e}",
+          ["", "seconds", "TFLOP/s", "of peak"], rows)
+    print(f"ratio ours/diffusers: {times['ours'] / times['diffusers']:.3f}")
+    del ref, ours
+    return times
+
+
+def bench_vae(args):
+    from diffusers import AutoencoderKL as RefVAE
+
+    from t2v_core import keymaps
+    from t2v_core.components import assign_weights
+    from t2v_core.pipeline import Pipeline
+    from t2v_core.vae import AutoencoderKL, VAEConfig
+
+    device, dtype = args.device, DTYPES[args.dtype]
+    with torch.device("meta"):
+        ref = RefVAE(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+        vae = AutoencoderKL(VAEConfig())
+    ref = randomize_(ref.to_empty(device="cpu")).to(device, dtype)
+    vae = assign_weights(vae, ref.state_dict(), keymaps.identity, "vae", dtype)
+    pipe = Pipeline(torch.nn.Identity(), vae=vae, device=device, dtype=dtype)
+    latents = torch.randn(1, 4, args.vae_frames, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
+
+    def theirs():  # TextToVideoSDPipeline.decode_latents: every frame in one batch
+        z = latents[0].permute(1, 0, 2, 3).to(dtype) / 0.18215
+        return ref.decode(z).sample
+
+    with torch.no_grad():
+        times = alternate({"ours": lambda: pipe.decode(latents), "diffusers": theirs}, args.pairs, device)
+    table(f"VAE decode of {args.vae_frames} frames at 256x256, {args.dtype}", ["", "seconds"],
+          [[k, f"{v:.3f}"] for k, v in times.items()])
+    print(f"ratio ours/diffusers: {times['ours'] / times['diffusers']:.3f}")
+
+
+def bench_text(args):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from t2v_core import keymaps
+    from t2v_core.components import assign_weights
+    from t2v_core.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer
+
+    device, dtype = args.device, DTYPES[args.dtype]
+    ref = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                                       num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu"))
+    ref = randomize_(ref).to(device, dtype)
+    with torch.device("meta"):
+        ours = TextEncoder(TextEncoderConfig())
+    ours = assign_weights(ours, ref.state_dict(), keymaps.text_hf, "text encoder", dtype,
+                          ignored=lambda k: "position_ids" in k)
+    tokens = Tokenizer()(["a panda playing guitar on times square", ""]).to(device)
+    with torch.no_grad():
+        times = alternate({"ours": lambda: ours(tokens, dtype=dtype), "diffusers": lambda: ref(tokens)}, args.pairs * 3, device)
+    table(f"Text encode of 2 prompts, {args.dtype}", ["", "seconds"], [[k, f"{v:.4f}"] for k, v in times.items()])
+    print(f"ratio ours/diffusers: {times['ours'] / times['diffusers']:.3f}")
+
+
+def fp16_unet_file():
+    """The full-size UNet as a diffusers ``.fp16.`` safetensors folder, written once (2.8 GB)."""
+    folder = CACHE / "unet"
+    if not (folder / "diffusion_pytorch_model.fp16.safetensors").exists():
+        diffusers_unet().half().save_pretrained(folder, variant="fp16")
+    return folder
+
+
+def memory_child(which, folder, frames, out):
+    """One process: load the fp16 UNet for fp32 compute, one B1 forward; print peak RSS."""
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(1, 4, frames, 32, 32, generator=g), torch.randn(1, 77, 1024, generator=g)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        if which == "diffusers":
+            from diffusers import UNet3DConditionModel
+
+            unet = UNet3DConditionModel.from_pretrained(folder, variant="fp16", torch_dtype=torch.float32)
+            y = unet(x, t, c).sample
+        else:
+            import t2v_core
+
+            unet = t2v_core.load_unet(Path(folder) / "diffusion_pytorch_model.fp16.safetensors", head_dim=64)
+            y = unet(x, t, c)
+    torch.save(y, out)
+    print(json.dumps({"peak_rss_gib": peak_rss_gib()}))
+
+
+def bench_memory(args):
+    folder = fp16_unet_file()
+    rows, outputs = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for which in ("ours", "diffusers"):
+            out = Path(tmp) / f"{which}.pt"
+            result = subprocess.run([sys.executable, __file__, "--child-memory", which, str(folder), str(args.frames), str(out)],
+                                    capture_output=True, text=True, check=True)
+            rows.append([which, f"{json.loads(result.stdout.splitlines()[-1])['peak_rss_gib']:.2f}"])
+            outputs[which] = torch.load(out)
+    diff = (outputs["ours"] - outputs["diffusers"]).abs().max().item()
+    table(f"Peak RSS (GiB), separate processes: load the .fp16. UNet for fp32 compute, one B1 x F{args.frames} forward; "
+          f"max |ours - diffusers| = {diff:.1e}", ["", "peak RSS"], rows)
+    print(f"ratio ours/diffusers: {float(rows[0][1]) / float(rows[1][1]):.3f}")
+
+
+def bench_preview(args, unet_seconds):
+    """The live preview (latent->RGB strip + JPEG) against one UNet step, per sampling step."""
+    import io
+
+    from PIL import Image
+
+    from t2v_core.preview import latent_strip
+
+    latents = torch.randn(2, 4, 16, 32, 32)
+
+    def render():
+        Image.fromarray(latent_strip(latents).numpy()).save(io.BytesIO(), format="JPEG")
+
+    seconds = alternate({"preview": render}, 5)["preview"]
+    print(f"\nLive preview per step: {seconds * 1e3:.1f} ms = {seconds / unet_seconds:.2%} of one UNet step above")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer frames and repeats (under 5 minutes on CPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default=None, choices=DTYPES, help="default: fp16 on GPU, fp32 on CPU")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--frames", type=int, default=None, help="UNet frames (default: 16 on GPU, 4 on CPU, 2 quick)")
+    parser.add_argument("--only", nargs="*", default=["unet", "vae", "text", "memory"],
+                        choices=["unet", "vae", "text", "memory"])
+    parser.add_argument("--child-memory", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child_memory:
+        which, folder, frames, out = args.child_memory
+        return memory_child(which, folder, int(frames), out)
+    cpu = args.device == "cpu"
+    args.dtype = args.dtype or ("fp32" if cpu else "fp16")
+    args.frames = args.frames or (16 if not cpu else 2 if args.quick else 4)
+    args.vae_frames = 4 if cpu and args.quick else 16
+    args.pairs = 2 if args.quick else 3
+
+    print(f"t2v_core benchmark, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {machine(args)}, "
+          f"{args.device} {args.dtype}{', quick' if args.quick else ''}")
+    peak = matmul_peak(args.device, DTYPES[args.dtype])
+    print(f"measured {args.dtype} matmul peak: {peak / 1e12:.3f} TFLOP/s (4096^3)")
+    if "unet" in args.only:
+        times = bench_unet(args, peak)
+        bench_preview(args, times["ours"])
+    if "vae" in args.only:
+        bench_vae(args)
+    if "text" in args.only:
+        bench_text(args)
+    if "memory" in args.only and cpu:
+        bench_memory(args)
+
+
+if __name__ == "__main__":
+    main()
