@@ -30,6 +30,8 @@ def _parser():
     gen.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
     gen.add_argument("--eta", type=float, default=0.0)
     gen.add_argument("--fps", type=int, default=8)
+    gen.add_argument("--context-frames", type=int, default=None,
+                     help="opt-in sliding window for clips longer than memory allows (an approximation)")
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     gen.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
 
@@ -49,7 +51,7 @@ def _generate(args):
 
     video = generate(pipe, args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames,
                      height=args.height, width=args.width, steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
-                     sampler=args.sampler, eta=args.eta, callback=progress)
+                     sampler=args.sampler, eta=args.eta, callback=progress, context_frames=args.context_frames)
     print(file=sys.stderr)
     path = write_video(video, args.out, fps=args.fps, metadata={"comment": f"prompt: {args.prompt}; seed: {args.seed}"})
     print(path)

@@ -22,6 +22,45 @@ def check_video_size(num_frames, height, width, scale_factor):
             raise ValueError(f"{name} must be a positive multiple of {scale_factor}, got {value}")
 
 
+def context_windows(num_frames, window, overlap):
+    """Overlapping frame windows covering the clip, each with blend weights: linear ramps at inner edges,
+    normalised so that every frame's weights sum to 1."""
+    if window is None or window >= num_frames:
+        return [(0, num_frames, torch.ones(num_frames))]
+    if not 0 <= overlap < window:
+        raise ValueError(f"context_overlap must be in [0, context_frames), got {overlap} for {window} frames")
+    starts = list(range(0, num_frames - window + 1, window - overlap))
+    if starts[-1] != num_frames - window:
+        starts.append(num_frames - window)
+    ramp = torch.arange(1, overlap + 1) / (overlap + 1)
+    coverage, weights = torch.zeros(num_frames), []
+    for start in starts:
+        w = torch.ones(window)
+        if start > 0 and overlap:
+            w[:overlap] = ramp
+        if start + window < num_frames and overlap:
+            w[-overlap:] = torch.minimum(w[-overlap:], ramp.flip(0))
+        coverage[start:start + window] += w
+        weights.append(w)
+    return [(start, start + window, w / coverage[start:start + window]) for start, w in zip(starts, weights)]
+
+
+def windowed(unet, window, overlap):
+    """The UNet over a long clip as overlapping windows of ``window`` frames, blended (an approximation: frames
+    in different windows never attend to each other, unlike one pass over the whole clip)."""
+    if window is None:
+        return unet
+
+    def run(x, t, context):
+        eps = torch.zeros_like(x, dtype=torch.float32)
+        for start, end, weight in context_windows(x.shape[2], window, overlap):
+            part = unet(x[:, :, start:end], t, context).float()
+            eps[:, :, start:end] += part * weight.to(x.device)[None, None, :, None, None]
+        return eps
+
+    return run
+
+
 def guided_model(unet, context, guidance_scale):
     """eps(x, t) with classifier-free guidance (Ho & Salimans 2022): ``context`` is [uncond, cond] stacked, and both
     run in one batch: eps = eps_u + g * (eps_c - eps_u). With g == 1 only the conditional half runs."""
@@ -42,11 +81,12 @@ def guided_model(unet, context, guidance_scale):
 
 @torch.no_grad()
 def sample(unet, schedule, noise, context, *, steps=50, guidance_scale=9.0, sampler="ddim", eta=0.0, denoise=1.0,
-           init_latents=None, generator=None, callback=None):
+           init_latents=None, generator=None, callback=None, context_frames=None, context_overlap=4):
     """Run a sampler from ``noise`` (or from ``init_latents`` noised to the ``denoise`` level) to clean latents.
 
     ``context``: [2, 77, D], the negative prompt then the prompt, in the compute dtype. Runs where ``unet`` is;
-    latents stay float32 between steps.
+    latents stay float32 between steps. ``context_frames``: opt-in sliding window for clips longer than memory
+    allows (see ``windowed``); None runs the whole clip at once, as the model was trained.
     """
     sample_fn = get_sampler(sampler)
     timesteps = schedule.timesteps(steps, denoise)
@@ -54,18 +94,19 @@ def sample(unet, schedule, noise, context, *, steps=50, guidance_scale=9.0, samp
     x = noise.to(device, torch.float32)
     if init_latents is not None:
         x = schedule.add_noise(init_latents.to(device, torch.float32), x, timesteps[0])
-    model = guided_model(unet, context.to(device), guidance_scale)
+    model = guided_model(windowed(unet, context_frames, context_overlap), context.to(device), guidance_scale)
     extra = {"eta": eta} if "eta" in inspect.signature(sample_fn).parameters else {}
     return sample_fn(model, x, timesteps, schedule, generator=generator, callback=callback, **extra)
 
 
 def generate(pipe, prompt, negative_prompt="", num_frames=16, height=256, width=256, steps=50, guidance_scale=9.0,
-             seed=0, sampler="ddim", eta=0.0, callback=None):
+             seed=0, sampler="ddim", eta=0.0, callback=None, context_frames=None, context_overlap=4):
     """A video [F, H, W, 3] float in 0..1 for ``prompt``; "ddim" reproduces diffusers' TextToVideoSDPipeline."""
     scale_factor = pipe.vae_scale_factor
     check_video_size(num_frames, height, width, scale_factor)
     noise, generator = initial_noise(seed, num_frames, height, width, scale_factor)
     context = pipe.encode_prompt([negative_prompt, prompt])
-    latents = sample(pipe.unet, pipe.schedule, noise, context, steps=steps, guidance_scale=guidance_scale, sampler=sampler, eta=eta,
-                     generator=generator, callback=callback)
+    latents = sample(pipe.unet, pipe.schedule, noise, context, steps=steps, guidance_scale=guidance_scale,
+                     sampler=sampler, eta=eta, generator=generator, callback=callback, context_frames=context_frames,
+                     context_overlap=context_overlap)
     return pipe.decode(latents)[0]

@@ -75,8 +75,22 @@ class TemporalConv(nn.Module):
         return rearrange(h.add_(identity), "b c f h w -> (b f) c h w")
 
 
+CHUNK_TOKENS = 2 ** 16
+
+
+def rows_per_chunk(tokens_per_row, chunk_tokens):
+    """How many independent rows (frames, or pixels for the temporal layers) to run through a transformer at once."""
+    return max(1, chunk_tokens // tokens_per_row) if chunk_tokens else None
+
+
 class SpatialTransformer(nn.Module):
-    """Self- and cross-attention over the H*W tokens of each frame."""
+    """Self- and cross-attention over the H*W tokens of each frame.
+
+    Frames are independent here, so they run in chunks of at most ``chunk_tokens`` tokens: the same result, with
+    working memory (the 8C-wide feed-forward activations above all) bounded whatever the number of frames.
+    """
+
+    chunk_tokens = CHUNK_TOKENS
 
     def __init__(self, channels, heads, head_dim, context_dim, groups, ops=default_ops):
         super().__init__()
@@ -86,17 +100,26 @@ class SpatialTransformer(nn.Module):
         self.proj_out = ops.Linear(heads * head_dim, channels)
 
     def forward(self, x, context):
-        _, _, height, _ = x.shape
+        _, _, height, width = x.shape
         h = rearrange(self.norm(x), "n c h w -> n (h w) c")  # [(B F), C, H, W] -> [(B F), H*W, C]
         h = self.proj_in(h)
-        for block in self.transformer_blocks:
-            h = block(h, context)
+        step = rows_per_chunk(height * width, self.chunk_tokens) or len(h)
+        for start in range(0, len(h), step):
+            part, part_context = h[start:start + step], context[start:start + step]
+            for block in self.transformer_blocks:
+                block(part, part_context)  # updates this view of h in place
         h = self.proj_out(h)
         return x + rearrange(h, "n (h w) c -> n c h w", h=height)
 
 
 class TemporalTransformer(nn.Module):
-    """Two self-attentions over the F frames at each pixel. No positional encoding: order comes from TemporalConv."""
+    """Two self-attentions over the F frames at each pixel. No positional encoding: order comes from TemporalConv.
+
+    The GroupNorm statistics span the whole clip; after it, pixels are independent and run in chunks of at most
+    ``chunk_tokens`` tokens (pixels x frames).
+    """
+
+    chunk_tokens = CHUNK_TOKENS
 
     def __init__(self, channels, heads, head_dim, groups, ops=default_ops):
         super().__init__()
@@ -110,8 +133,11 @@ class TemporalTransformer(nn.Module):
         h = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
         h = rearrange(self.norm(h), "b c f h w -> (b h w) f c")  # statistics over the whole clip
         h = self.proj_in(h)
-        for block in self.transformer_blocks:
-            h = block(h)
+        step = rows_per_chunk(num_frames, self.chunk_tokens) or len(h)
+        for start in range(0, len(h), step):
+            part = h[start:start + step]
+            for block in self.transformer_blocks:
+                block(part)  # updates this view of h in place
         h = self.proj_out(h)
         h = rearrange(h, "(b h w) f c -> (b f) c h w", h=height, w=width)
         return x + h
@@ -240,6 +266,12 @@ class UNet3D(nn.Module):
     @property
     def dtype(self):
         return self.conv_in.weight.dtype
+
+    def set_chunk_tokens(self, tokens):
+        """Bound the transformers' working memory to about ``tokens`` tokens at a time (None: all at once)."""
+        for module in self.modules():
+            if isinstance(module, (SpatialTransformer, TemporalTransformer)):
+                module.chunk_tokens = tokens
 
     def forward(self, latents, timesteps, context):
         batch, _, num_frames, _, _ = latents.shape
