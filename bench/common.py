@@ -1,5 +1,4 @@
 """Shared pieces of the benchmarks: full-size random models, timing of alternating pairs, FLOP counting."""
-import resource
 import statistics
 import time
 
@@ -87,7 +86,9 @@ def matmul_peak(device="cpu", dtype=torch.float32, n=4096, repeats=5):
 
 
 def peak_rss_gib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    """This process's peak RSS. VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's RSS at fork."""
+    status = open("/proc/self/status").read()
+    return int(status.split("VmHWM:")[1].split()[0]) / 2 ** 20
 
 
 def table(title, header, rows):

@@ -1,10 +1,13 @@
 """Latent nodes: the seeded noise video, and VAE decode / encode of whole videos."""
+import math
+
 import comfy.model_management as mm
 import comfy.utils
 import torch
 from comfy_api.latest import io
 
 from .. import t2v_core
+from ..t2v_core.memory import check_fits
 from .loader import CATEGORY
 from .types import T2VVae
 from .validation import check_choices
@@ -72,6 +75,7 @@ class EmptyLatentVideo(io.ComfyNode):
     @classmethod
     def execute(cls, width, height, length, batch_size, seed, fill=NOISE) -> io.NodeOutput:
         shape = (batch_size, 4, length, height // SCALE, width // SCALE)
+        check_fits(4 * math.prod(shape), "cpu", f"length: {batch_size} x {length} frames at {width}x{height}")
         if fill == ZEROS:
             return io.NodeOutput({"samples": torch.zeros(shape)})
         noise, _ = t2v_core.initial_noise(seed, length, height, width, SCALE, batch_size=batch_size)

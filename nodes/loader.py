@@ -48,8 +48,10 @@ class CheckpointLoader(io.ComfyNode):
     def execute(cls, ckpt_name, dtype="auto", vae_name=NO_VAE) -> io.NodeOutput:
         vae_path = None if vae_name == NO_VAE else folder_paths.get_full_path_or_raise("vae", vae_name)
         checkpoint = load_checkpoint(paths.resolve(ckpt_name), dtype, vae_path)
-        if checkpoint.clip is None or checkpoint.vae is None:
-            missing = "text encoder" if checkpoint.clip is None else "VAE"
-            raise ValueError(f"ckpt_name: {ckpt_name} holds only a UNet, no {missing}. Use a full checkpoint folder, "
-                             f"or the t2v_core converter to make one file with all three networks.")
+        if checkpoint.vae is None:
+            raise ValueError(f"ckpt_name: {ckpt_name} has no VAE; choose one in vae_name (an SD-2.x VAE in models/vae, "
+                             f"e.g. VQGAN_autoencoder.pth from the ModelScope files)")
+        if checkpoint.clip is None:
+            raise ValueError(f"ckpt_name: {ckpt_name} has no text encoder (a UNet-only file); use a checkpoint folder "
+                             f"with open_clip_pytorch_model.bin, or convert one into a single file with t2v_core convert")
         return io.NodeOutput(checkpoint.model, checkpoint.clip, checkpoint.vae)

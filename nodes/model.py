@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from .. import t2v_core
+from ..t2v_core.pipeline import DTYPES
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class T2VLatentFormat(comfy.latent_formats.SD15):
@@ -126,7 +126,10 @@ _lock = threading.Lock()
 def compute_dtype(name):
     if name != "auto":
         return DTYPES[name]
-    return mm.unet_dtype(supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+    dtype = mm.unet_dtype(supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+    if dtype not in DTYPES.values():  # ComfyUI's --fp8-*/--fp64-unet flags: not formats this model computes in
+        dtype = torch.float16 if mm.get_torch_device().type == "cuda" else torch.float32
+    return dtype
 
 
 def load_checkpoint(path, dtype_name="auto", vae_path=None):

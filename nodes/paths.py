@@ -4,9 +4,11 @@ from pathlib import PurePosixPath
 
 import folder_paths
 
+from ..t2v_core.checkpoint import PICKLE_SUFFIXES
+from ..t2v_core.loading import FOLDER_MARKERS
+
 FOLDER = "text2video"
-FOLDER_MARKERS = {"configuration.json", "model_index.json", "text2video_pytorch_model.pth"}
-FILE_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin", ".ckpt"}
+FILE_SUFFIXES = {".safetensors", *PICKLE_SUFFIXES}
 
 
 def register():
@@ -17,8 +19,7 @@ def register():
 def checkpoint_names():
     """Checkpoint folders (by folder name) and single weight files, relative to the ``text2video`` folders.
 
-    A folder that holds ``configuration.json``, ``model_index.json`` or ``text2video_pytorch_model.pth`` is one
-    checkpoint; the files inside it are not listed on their own.
+    A folder that holds one of ``FOLDER_MARKERS`` is one checkpoint; the files inside it are not listed on their own.
     """
     files = [PurePosixPath(name.replace(os.sep, "/")) for name in folder_paths.get_filename_list(FOLDER)]
     folders = {str(f.parent) for f in files if f.name in FOLDER_MARKERS and str(f.parent) != "."}

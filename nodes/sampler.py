@@ -12,14 +12,18 @@ from .preview import strip_previewer
 from .validation import check_choices
 
 
-def context_of(conditioning, input_name):
+def context_of(conditioning, input_name, width):
     """The [1, 77, D] context of a CONDITIONING input (the first entry when several were combined)."""
     if not conditioning:
         raise ValueError(f"{input_name}: empty conditioning; connect a ModelScope T2V Text Encode node")
-    return conditioning[0][0]
+    context = conditioning[0][0]
+    if context.shape[-1] != width:
+        raise ValueError(f"{input_name}: the conditioning is {context.shape[-1]} wide, this model reads {width}-wide "
+                         f"text context; encode the prompt with ModelScope T2V Text Encode (not an image model's CLIP)")
+    return context
 
 
-def start_noise(latent, noise, denoise, seed):
+def start_noise(latent, noise, denoise, generator):
     """The noise a run starts from, and the clean latents to noise when ``denoise`` < 1."""
     samples = video_latents(latent, "latent")
     if noise is not None:
@@ -30,7 +34,6 @@ def start_noise(latent, noise, denoise, seed):
                              f"height, length and batch size.")
         return noise_samples, (samples if denoise < 1 else None)
     if denoise < 1:
-        generator = torch.Generator("cpu").manual_seed(seed)
         return torch.randn(samples.shape, generator=generator), samples
     if not latent.get("t2v_noise") and not samples.any():
         raise ValueError("latent: this latent is all zeros (an empty latent for core samplers); at denoise 1.0 the "
@@ -53,7 +56,7 @@ class Sampler(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="The negative prompt; an empty text is the model's default."),
                 io.Latent.Input("latent", tooltip="At denoise 1.0: the noise video to start from. Below 1.0: the "
                                                   "encoded video to change (video-to-video, zeroscope XL upscaling)."),
-                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Sampling steps; the paper uses 50."),
+                io.Int.Input("steps", default=50, min=1, max=999, tooltip="Sampling steps; the paper uses 50."),
                 io.Float.Input("cfg", default=9.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale; the paper uses 9. 1.0 turns guidance off."),
                 io.Combo.Input("sampler_name", options=list(t2v_core.SAMPLERS), default="ddim",
@@ -69,7 +72,7 @@ class Sampler(io.ComfyNode):
                              tooltip="Seed of the noise added below denoise 1.0 without a noise input, and of "
                                      "euler_ancestral / eta noise."),
                 io.Float.Input("eta", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
-                               tooltip="DDIM eta (0: deterministic) or the ancestral noise amount of euler_ancestral."),
+                               tooltip="DDIM only: 0 is deterministic (the original), 1 adds DDPM-like noise each step."),
             ],
             outputs=[io.Latent.Output(tooltip="The denoised video latents.")],
         )
@@ -82,8 +85,10 @@ class Sampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, steps, cfg, sampler_name, denoise, noise=None, seed=0,
                 eta=0.0) -> io.NodeOutput:
         t2v = require_t2v_model(model)
-        noise_samples, init = start_noise(latent, noise, denoise, seed)
-        context = torch.cat([context_of(negative, "negative"), context_of(positive, "positive")])
+        generator = torch.Generator("cpu").manual_seed(seed)  # the starting noise, then any per-step noise
+        noise_samples, init = start_noise(latent, noise, denoise, generator)
+        width = t2v.diffusion_model.unet.config.context_dim
+        context = torch.cat([context_of(negative, "negative", width), context_of(positive, "positive", width)])
         mm.load_models_gpu([model])
         unet = t2v.diffusion_model.unet
         total = len(t2v.schedule.timesteps(steps, denoise)) - 1
@@ -97,5 +102,5 @@ class Sampler(io.ComfyNode):
         latents = t2v_core.sample(
             unet, t2v.schedule, noise_samples, context.to(t2v.compute_dtype), steps=steps, guidance_scale=cfg,
             sampler=sampler_name, eta=eta, denoise=denoise, init_latents=init,
-            generator=torch.Generator("cpu").manual_seed(seed), callback=callback)
+            generator=generator, callback=callback)
         return io.NodeOutput({"samples": latents.to(mm.intermediate_device())})

@@ -24,22 +24,25 @@ def check_prefix(filename_prefix):
 
 
 def save_png_frames(frames, folder, stem, metadata):
-    """One PNG per frame, each written under a temporary name and then renamed; prompt/workflow in text chunks."""
+    """One PNG per frame with prompt/workflow in text chunks. All are written under temporary names first and
+    renamed only when every frame is written, so a failure leaves no frames behind."""
     info = PngInfo()
     for key, value in metadata.items():
         info.add_text(key, value)
-    names = []
-    for i, frame in enumerate(frames):
-        name = f"{stem}_{i + 1:05}.png"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".png")
-        os.close(fd)
-        try:
+    names = [f"{stem}{i + 1:05}.png" for i in range(len(frames))]
+    temporary = []
+    try:
+        for name, frame in zip(names, frames):
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".png")
+            os.close(fd)
+            temporary.append(tmp)
             Image.fromarray(frame).save(tmp, pnginfo=info, compress_level=4)
+        for name, tmp in zip(names, temporary):
             os.replace(tmp, os.path.join(folder, name))
-        finally:
+    finally:
+        for tmp in temporary:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        names.append(name)
     return names
 
 
@@ -80,14 +83,22 @@ class SaveVideo(io.ComfyNode):
         frames = to_uint8(images[..., :3])
         height, width = frames.shape[1:3]
         output_dir = folder_paths.get_output_directory()
-        folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir, width, height)
+        try:
+            folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir, width, height)
+            return cls.save(frames, folder, f"{stem}_{counter:05}_", subfolder, fps, format)
+        except OSError as e:
+            where = os.path.join(output_dir, os.path.dirname(filename_prefix))
+            raise OSError(f"filename_prefix: could not write the {format} into {where} ({e.strerror or e}); "
+                          f"nothing was saved. Check that the output folder is writable and has free space.") from e
+
+    @classmethod
+    def save(cls, frames, folder, name, subfolder, fps, format):
         os.makedirs(folder, exist_ok=True)
         metadata = {}
         if cls.hidden.prompt is not None:
             metadata["prompt"] = json.dumps(cls.hidden.prompt)
         for key, value in (cls.hidden.extra_pnginfo or {}).items():
             metadata[key] = json.dumps(value)
-        name = f"{stem}_{counter:05}"
         if format == "png":
             files = save_png_frames(frames, folder, name, metadata)
             results = [ui.SavedResult(f, subfolder, io.FolderType.output) for f in files]

@@ -21,13 +21,14 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from t2v_core import NoiseSchedule, Pipeline, save_single_file  # noqa: E402
+from t2v_core import CheckpointError, NoiseSchedule, Pipeline, detect_format, save_single_file  # noqa: E402
+from t2v_core.checkpoint import PICKLE_SUFFIXES  # noqa: E402
 from t2v_core.text_encoder import TextEncoder, TextEncoderConfig  # noqa: E402
 from t2v_core.unet3d import UNet3D, UNet3DConfig  # noqa: E402
 from t2v_core.vae import AutoencoderKL, VAEConfig  # noqa: E402
 
 SMOKE = "smoke-test-random-weights.safetensors"
-MARKERS = ("configuration.json", "model_index.json", "text2video_pytorch_model.pth")
+RUN_TIMEOUT_S = 6 * 3600
 log = logging.getLogger("main_job")
 
 
@@ -46,10 +47,13 @@ def find_checkpoint(folder):
     for entry in sorted(folder.iterdir()):
         if entry.name == SMOKE or entry.name.startswith("."):
             continue
-        if entry.is_dir() and any((entry / m).exists() for m in MARKERS):
+        if entry.is_file() and entry.suffix not in (".safetensors", *PICKLE_SUFFIXES):
+            continue
+        try:
+            detect_format(entry)
             return entry.name
-        if entry.suffix in (".safetensors", ".pth", ".bin", ".ckpt"):
-            return entry.name
+        except CheckpointError:
+            continue
     return None
 
 
@@ -63,6 +67,8 @@ def request(url, data=None):
 def start_comfyui(home, port):
     (home / "custom_nodes").mkdir(parents=True, exist_ok=True)
     link = home / "custom_nodes" / "ComfyUI-ModelScope-T2V"
+    if link.is_symlink() and link.resolve() != REPO:
+        link.unlink()  # a link to another checkout, or a broken one
     if not link.exists():
         link.symlink_to(REPO)
     logfile = open(home / "comfyui.log", "w")
@@ -76,8 +82,9 @@ def start_comfyui(home, port):
         if process.poll() is not None:
             sys.exit(f"ComfyUI stopped at start; see {home / 'comfyui.log'}")
         try:
-            request(f"{url}/object_info/ModelScopeT2VSampler")
-            return process, url
+            if "ModelScopeT2VSampler" in request(f"{url}/object_info/ModelScopeT2VSampler"):
+                return process, url
+            sys.exit(f"ComfyUI started without this pack's nodes; see {home / 'comfyui.log'}")
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.5)
     sys.exit(f"ComfyUI did not answer on {url}; see {home / 'comfyui.log'}")
@@ -131,9 +138,17 @@ def main():
             log.info("ComfyUI is running at %s (drag workflows/text_to_video.json onto the page). Ctrl-C stops it.", url)
             process.wait()
             return
-        prompt_id = request(f"{url}/prompt", {"prompt": workflow})["prompt_id"]
+        try:
+            prompt_id = request(f"{url}/prompt", {"prompt": workflow})["prompt_id"]
+        except urllib.error.HTTPError as e:
+            sys.exit(f"ComfyUI refused the workflow: {e.read().decode(errors='replace')}")
         log.info("Queued %s on %s", prompt_id, checkpoint)
+        deadline = time.time() + RUN_TIMEOUT_S
         while True:
+            if process.poll() is not None:
+                sys.exit(f"ComfyUI stopped during the run; see {args.home / 'comfyui.log'}")
+            if time.time() > deadline:
+                sys.exit(f"The run did not finish within {RUN_TIMEOUT_S // 3600} hours")
             history = request(f"{url}/history/{prompt_id}").get(prompt_id)
             if history and history["status"]["status_str"] in ("success", "error"):
                 break
@@ -148,7 +163,10 @@ def main():
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
-            process.wait(30)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,8 @@ import sys
 import torch
 
 from . import CheckpointError, SAMPLERS, generate, load_pipeline, save_single_file
+from .pipeline import DTYPES
 from .video import FORMATS, write_video
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _parser():
@@ -32,6 +31,7 @@ def _parser():
     gen.add_argument("--fps", type=int, default=8)
     gen.add_argument("--context-frames", type=int, default=None,
                      help="opt-in sliding window for clips longer than memory allows (an approximation)")
+    gen.add_argument("--context-overlap", type=int, default=4, help="frames shared by neighbouring windows")
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     gen.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
 
@@ -51,7 +51,8 @@ def _generate(args):
 
     video = generate(pipe, args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames,
                      height=args.height, width=args.width, steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
-                     sampler=args.sampler, eta=args.eta, callback=progress, context_frames=args.context_frames)
+                     sampler=args.sampler, eta=args.eta, callback=progress, context_frames=args.context_frames,
+                     context_overlap=args.context_overlap)
     print(file=sys.stderr)
     path = write_video(video, args.out, fps=args.fps, metadata={"comment": f"prompt: {args.prompt}; seed: {args.seed}"})
     print(path)
@@ -69,7 +70,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         (_generate if args.command == "generate" else _convert)(args)
-    except (CheckpointError, ValueError) as e:
+    except (CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

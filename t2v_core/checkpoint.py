@@ -25,20 +25,27 @@ def read_state_dict(path):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
-    if path.suffix == ".safetensors":
+    if path.suffix not in (".safetensors", *PICKLE_SUFFIXES):
+        raise CheckpointError(f"{path}: unknown checkpoint type; expected .safetensors, or a torch file ({', '.join(PICKLE_SUFFIXES)})")
+    if is_safetensors(path):  # by content: a renamed safetensors file still reads as one
         try:
             state = load_file(path)
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt download?): {e}") from e
-    elif path.suffix in PICKLE_SUFFIXES:
-        state = _load_pickle(path)
     else:
-        raise CheckpointError(f"{path}: unknown checkpoint type; expected .safetensors, or a torch file ({', '.join(PICKLE_SUFFIXES)})")
+        state = _load_pickle(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a dictionary of tensors (a state dict), found {type(state).__name__}")
     return state
+
+
+def is_safetensors(path):
+    """A safetensors file starts with the 8-byte length of its JSON header, then the header's '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000
 
 
 def _load_pickle(path):
@@ -47,9 +54,11 @@ def _load_pickle(path):
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
+        if not found:  # not an object that was refused, but bytes that are no pickle at all
+            raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt download?)") from e
         raise CheckpointError(
-            f"{path}: refused to load: besides tensors the file holds Python objects"
-            f"{f' ({found[1]})' if found else ''} that could run code when unpickled. Use a .safetensors copy "
+            f"{path}: refused to load: besides tensors the file holds Python objects ({found[1]}) that could run code "
+            f"when unpickled. Use a .safetensors copy "
             f"of the checkpoint, or one saved as plain tensors.") from e
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt download?): {e}") from e

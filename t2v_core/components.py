@@ -32,6 +32,11 @@ def _name_list(keys):
     return ", ".join(keys[:MAX_LISTED]) + more
 
 
+def file_key(keymap):
+    """``keymap`` as a function of one of our names to its (first) name in the file."""
+    return lambda key: keymap(key, ())[0][0]
+
+
 def storage_dtype(tensor, compute_dtype):
     """Keep floating weights narrower than the compute dtype as they are (cast per layer); convert the rest."""
     if tensor.dtype.is_floating_point and tensor.dtype.itemsize < compute_dtype.itemsize:
@@ -103,7 +108,7 @@ def unet_keymap(state, layout, source):
 def infer_unet_config(state, keymap, source, head_dim=None, norm_groups=32):
     """The UNet's shape parameters, read from the tensors. ``head_dim`` comes from a config file where there is one;
     otherwise from ``transformer_in``, which has 8 heads in every published checkpoint and in diffusers."""
-    key_of = lambda key: keymap(key, ())[0][0]  # noqa: E731
+    key_of = file_key(keymap)
     if key_of("transformer_in.proj_in.weight") not in state:
         if key_of("conv_in.weight") in state or "input_blocks.0.0.weight" in state:
             raise CheckpointError(
@@ -145,8 +150,8 @@ def vae_keymap(state, layout):
     return partial(keymaps.vae_ldm, levels=levels)
 
 
-def infer_vae_config(state, keymap, source, norm_groups=32, scaling_factor=0.18215):
-    key_of = lambda key: keymap(key, ())[0][0]  # noqa: E731
+def infer_vae_config(state, keymap, source, norm_groups=32, scaling_factor=VAEConfig.scaling_factor):
+    key_of = file_key(keymap)
     if key_of("post_quant_conv.weight") not in state:
         raise CheckpointError(f"{source}: not a KL autoencoder (no {key_of('post_quant_conv.weight')})")
     levels = _count(state, key_of, "encoder.down_blocks.{}.resnets.0.conv1.weight")
@@ -161,7 +166,7 @@ def infer_vae_config(state, keymap, source, norm_groups=32, scaling_factor=0.182
     )
 
 
-def build_vae(state, layout, source, dtype, norm_groups=32, scaling_factor=0.18215):
+def build_vae(state, layout, source, dtype, norm_groups=32, scaling_factor=VAEConfig.scaling_factor):
     """``layout``: "ldm" (the original autoencoder's names, without a prefix) or "diffusers" (our own names)."""
     keymap = vae_keymap(state, layout)
     cfg = infer_vae_config(state, keymap, source, norm_groups, scaling_factor)
@@ -175,7 +180,7 @@ def build_vae(state, layout, source, dtype, norm_groups=32, scaling_factor=0.182
 def infer_text_config(state, layout, source, heads=None):
     """OpenCLIP files hold the whole tower, of which all blocks but the last are used; a HF ``CLIPTextModel``
     and our own files hold just the blocks that are used."""
-    key_of = (lambda key: keymaps.text_hf(key, ())[0][0]) if layout == "hf" else (lambda key: key)
+    key_of = file_key(keymaps.text_hf if layout == "hf" else keymaps.identity)
     if key_of("token_embedding.weight") not in state:
         raise CheckpointError(f"{source}: not a CLIP text encoder (no {key_of('token_embedding.weight')})")
     vocab_size, width = state[key_of("token_embedding.weight")].shape

@@ -1,8 +1,7 @@
 """Text to video: prompt encoding, seeded noise, a guided sampler and decoding, as the reference pipelines do."""
-import inspect
-
 import torch
 
+from .memory import check_fits, sampling_bytes
 from .pipeline import module_device
 from .samplers import get_sampler
 
@@ -27,7 +26,7 @@ def context_windows(num_frames, window, overlap):
     normalised so that every frame's weights sum to 1."""
     if window is None or window >= num_frames:
         return [(0, num_frames, torch.ones(num_frames))]
-    if not 0 <= overlap < window:
+    if window < 1 or not 0 <= overlap < window:
         raise ValueError(f"context_overlap must be in [0, context_frames), got {overlap} for {window} frames")
     starts = list(range(0, num_frames - window + 1, window - overlap))
     if starts[-1] != num_frames - window:
@@ -91,11 +90,15 @@ def sample(unet, schedule, noise, context, *, steps=50, guidance_scale=9.0, samp
     sample_fn = get_sampler(sampler)
     timesteps = schedule.timesteps(steps, denoise)
     device = module_device(unet)
+    batch, _, frames, height, width = noise.shape
+    run_frames = frames if context_frames is None else min(frames, context_frames)
+    check_fits(sampling_bytes(unet.config, batch * (2 if guidance_scale != 1.0 else 1), run_frames, height, width,
+                              context.dtype), device, f"Sampling {frames} frames of {width}x{height} latents")
     x = noise.to(device, torch.float32)
     if init_latents is not None:
         x = schedule.add_noise(init_latents.to(device, torch.float32), x, timesteps[0])
     model = guided_model(windowed(unet, context_frames, context_overlap), context.to(device), guidance_scale)
-    extra = {"eta": eta} if "eta" in inspect.signature(sample_fn).parameters else {}
+    extra = {"eta": eta} if sampler == "ddim" else {}  # euler_ancestral keeps its own full ancestral noise
     return sample_fn(model, x, timesteps, schedule, generator=generator, callback=callback, **extra)
 
 

@@ -16,7 +16,7 @@ _UNET_ORIGINAL_TOP = {"time_embedding.linear_1": "time_embed.0", "time_embedding
 _TEMPORAL_PROJ = re.compile(r"(^transformer_in|temp_attentions\.\d+)\.proj_(in|out)\.weight$")
 
 
-def _unet_layer_original(kind, j, rest):
+def _unet_layer_original(kind, rest):
     """A layer inside one original ``input_blocks``/``output_blocks`` entry: [ResBlock, Spatial, Temporal, Sampler]."""
     if kind == "resnets":
         name, _, tail = rest.partition(".")
@@ -37,18 +37,18 @@ def unet_original(key, shape, layers_per_block, attention_levels):
         return [(f"input_blocks.{1 + int(m[1]) * per_level + layers_per_block}.op.{m[2]}", shape)]
     if m := re.match(r"down_blocks\.(\d+)\.(\w+)\.(\d+)\.(.+)", key):
         index = 1 + int(m[1]) * per_level + int(m[3])
-        return [(f"input_blocks.{index}.{_unet_layer_original(m[2], int(m[3]), m[4])}", shape)]
+        return [(f"input_blocks.{index}.{_unet_layer_original(m[2], m[4])}", shape)]
     if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.(.+)", key):
         level = len(attention_levels) - 1 - int(m[1])
         slot = 3 if attention_levels[level] else 1
         return [(f"output_blocks.{int(m[1]) * per_level + layers_per_block}.{slot}.{m[2]}", shape)]
     if m := re.match(r"up_blocks\.(\d+)\.(\w+)\.(\d+)\.(.+)", key):
         index = int(m[1]) * per_level + int(m[3])
-        return [(f"output_blocks.{index}.{_unet_layer_original(m[2], int(m[3]), m[4])}", shape)]
+        return [(f"output_blocks.{index}.{_unet_layer_original(m[2], m[4])}", shape)]
     if m := re.match(r"mid_block\.(\w+)\.(\d+)\.(.+)", key):
         kind, j, rest = m[1], int(m[2]), m[3]
         if kind in ("resnets", "temp_convs"):
-            return [(f"middle_block.{3 * j}.{_unet_layer_original(kind, j, rest)[2:]}", shape)]
+            return [(f"middle_block.{3 * j}.{_unet_layer_original(kind, rest)[2:]}", shape)]
         return [(f"middle_block.{1 if kind == 'attentions' else 2}.{rest}", shape)]
     raise KeyError(f"no original UNet name for {key!r}")
 

@@ -12,15 +12,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .checkpoint import CheckpointError, read_json, read_safetensors_metadata, read_state_dict
+from .checkpoint import CheckpointError, is_safetensors, read_json, read_safetensors_metadata, read_state_dict
 from .components import build_text_encoder, build_unet, build_vae
 from .pipeline import Pipeline
 from .schedule import NoiseSchedule
+from .vae import VAEConfig
 
 log = logging.getLogger(__name__)
 
 ORIGINAL_FILES = {"config": "configuration.json", "unet": "text2video_pytorch_model.pth",
                   "vae": "VQGAN_autoencoder.pth", "text_encoder": "open_clip_pytorch_model.bin"}
+# A folder holding any of these is one checkpoint (the diffusers index, or the original configuration or UNet).
+FOLDER_MARKERS = ("model_index.json", ORIGINAL_FILES["config"], ORIGINAL_FILES["unet"])
 SINGLE_FILE_TAG = "t2v_core"
 _UNET_PREFIX = "model.diffusion_model."
 _VAE_PREFIX = "first_stage_model."
@@ -42,7 +45,7 @@ def unet_from_state(state, source, dtype, head_dim=None, norm_groups=32):
     return build_unet(state, layout, source, dtype, head_dim, norm_groups)
 
 
-def vae_from_state(state, source, dtype, norm_groups=32, scaling_factor=0.18215):
+def vae_from_state(state, source, dtype, norm_groups=32, scaling_factor=VAEConfig.scaling_factor):
     state = _strip_prefix(state, _VAE_PREFIX)
     layout = "ldm" if any(k.startswith("encoder.down.") for k in state) else "diffusers"
     return build_vae(state, layout, source, dtype, norm_groups, scaling_factor)
@@ -60,15 +63,15 @@ def detect_format(path):
     """"original", "diffusers", "single_file" or "unet_file"; a clear error for anything else."""
     path = Path(path)
     if path.is_dir():
-        if (path / "model_index.json").is_file() or (path / "unet").is_dir():
+        if (path / "model_index.json").is_file():
             return "diffusers"
-        if (path / ORIGINAL_FILES["unet"]).is_file() or (path / ORIGINAL_FILES["config"]).is_file():
+        if any((path / marker).is_file() for marker in FOLDER_MARKERS):
             return "original"
         raise CheckpointError(
             f"{path}: not a text-to-video checkpoint folder: expected either the ModelScope files "
             f"({', '.join(ORIGINAL_FILES.values())}) or a diffusers folder (model_index.json, unet/, vae/, text_encoder/)")
     if path.is_file():
-        if path.suffix == ".safetensors" and SINGLE_FILE_TAG in read_safetensors_metadata(path):
+        if is_safetensors(path) and SINGLE_FILE_TAG in read_safetensors_metadata(path):
             return "single_file"
         return "unet_file"
     raise CheckpointError(f"{path}: no such file or folder")
@@ -90,19 +93,27 @@ def _config(folder, name="config.json"):
     return read_json(folder / name) if (folder / name).is_file() else {}
 
 
-def _load_diffusers(path, dtype, variant):
+DIFFUSERS_WEIGHTS = [("diffusion_pytorch_model", ".safetensors"), ("diffusion_pytorch_model", ".bin")]
+
+
+def _vae_from_folder(folder, dtype, variant=None):
+    """A diffusers ``vae/`` folder: its weights and config.json."""
+    cfg = _config(folder)
+    file = _pick_weights(folder, DIFFUSERS_WEIGHTS, variant)
+    return vae_from_state(read_state_dict(file), file, dtype, norm_groups=cfg.get("norm_num_groups", 32),
+                          scaling_factor=cfg.get("scaling_factor") or VAEConfig.scaling_factor)
+
+
+def _load_diffusers(path, dtype, variant, own_vae=True):
     path = Path(path)
     variant = variant or ("fp16" if dtype != torch.float32 else None)
-    weights = [("diffusion_pytorch_model", ".safetensors"), ("diffusion_pytorch_model", ".bin")]
     text_weights = [("model", ".safetensors"), ("pytorch_model", ".bin")]
-    unet_cfg, vae_cfg = _config(path / "unet"), _config(path / "vae")
+    unet_cfg = _config(path / "unet")
     text_cfg, sched_cfg = _config(path / "text_encoder"), _config(path / "scheduler", "scheduler_config.json")
-    unet_file = _pick_weights(path / "unet", weights, variant)
+    unet_file = _pick_weights(path / "unet", DIFFUSERS_WEIGHTS, variant)
     unet = unet_from_state(read_state_dict(unet_file), unet_file, dtype,
                            head_dim=unet_cfg.get("attention_head_dim"), norm_groups=unet_cfg.get("norm_num_groups", 32))
-    vae_file = _pick_weights(path / "vae", weights, variant)
-    vae = vae_from_state(read_state_dict(vae_file), vae_file, dtype, norm_groups=vae_cfg.get("norm_num_groups", 32),
-                         scaling_factor=vae_cfg.get("scaling_factor") or 0.18215)
+    vae = _vae_from_folder(path / "vae", dtype, variant) if own_vae else None
     text_file = _pick_weights(path / "text_encoder", text_weights, variant)
     text_encoder = text_encoder_from_state(read_state_dict(text_file), text_file, dtype, heads=text_cfg.get("num_attention_heads"))
     schedule = NoiseSchedule(**{k: sched_cfg[k] for k in ("beta_start", "beta_end", "num_train_timesteps") if k in sched_cfg})
@@ -148,11 +159,7 @@ def load_vae(path, dtype=torch.float32):
     """A VAE on its own: an LDM/``VQGAN_autoencoder.pth`` file, a diffusers VAE file or ``vae/`` folder."""
     path = Path(path)
     if path.is_dir():
-        folder = path / "vae" if (path / "vae").is_dir() else path
-        cfg = _config(folder)
-        file = _pick_weights(folder, [("diffusion_pytorch_model", ".safetensors"), ("diffusion_pytorch_model", ".bin")], None)
-        return vae_from_state(read_state_dict(file), file, dtype, norm_groups=cfg.get("norm_num_groups", 32),
-                              scaling_factor=cfg.get("scaling_factor") or 0.18215)
+        return _vae_from_folder(path / "vae" if (path / "vae").is_dir() else path, dtype)
     return vae_from_state(read_state_dict(path), path, dtype)
 
 
@@ -170,7 +177,7 @@ def load_pipeline(path, *, device="cpu", dtype=torch.float32, vae=None, variant=
     fmt = detect_format(path)
     log.info("Loading %s (%s layout)", path, fmt)
     if fmt == "diffusers":
-        unet, own_vae, text_encoder, schedule = _load_diffusers(path, dtype, variant)
+        unet, own_vae, text_encoder, schedule = _load_diffusers(path, dtype, variant, own_vae=vae is None)
     elif fmt == "original":
         unet, own_vae, text_encoder, schedule = _load_original(path, dtype, vae)
     elif fmt == "single_file":

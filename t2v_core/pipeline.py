@@ -3,6 +3,8 @@ import torch
 from einops import rearrange
 
 from .schedule import NoiseSchedule
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 from .text_encoder import Tokenizer
 
 
@@ -36,8 +38,9 @@ class Pipeline:
     def _require(self, part):
         module = getattr(self, part)
         if module is None:
-            raise ValueError(f"{self.source} has no {part.replace('_', ' ')}; load one with "
-                             f"t2v_core.load_pipeline(..., {part}=PATH)")
+            fix = {"vae": "pass a separate VAE: load_pipeline(..., vae=PATH), or --vae on the command line",
+                   "text_encoder": "use a checkpoint folder that has one (open_clip_pytorch_model.bin or text_encoder/)"}
+            raise ValueError(f"{self.source} has no {part.replace('_', ' ')}; {fix[part]}")
         return module
 
     @torch.no_grad()
@@ -49,16 +52,15 @@ class Pipeline:
 
     @torch.no_grad()
     def decode(self, latents, frames_per_chunk=4, progress=None):
-        """Sampler-space latents [B, C, F, h, w] -> video [B, F, H, W, 3] float32 in 0..1, a few frames at a time.
-
-        ``progress(done, total)`` is called after each chunk of frames.
+        """Sampler-space latents [B, C, F, h, w] -> video [B, F, H, W, 3] float32 in 0..1 on the CPU, a few frames
+        at a time (device memory does not grow with length). ``progress(done, total)`` is called after each chunk.
         """
         vae = self._require("vae")
         device = module_device(vae)
         z = rearrange(latents, "b c f h w -> (b f) c h w") / vae.config.scaling_factor
         frames = []
         for chunk in z.split(frames_per_chunk):
-            frames.append(vae.decode(chunk.to(device, self.dtype)).float())
+            frames.append(vae.decode(chunk.to(device, self.dtype)).float().cpu())
             if progress is not None:
                 progress(sum(len(f) for f in frames), len(z))
         video = (torch.cat(frames) * 0.5 + 0.5).clamp(0, 1)

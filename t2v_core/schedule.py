@@ -25,8 +25,8 @@ class NoiseSchedule:
         only the last ``int(steps * denoise)`` steps are kept (vid2vid).
         """
         n = self.num_train_timesteps
-        if not 1 <= steps <= n:
-            raise ValueError(f"steps must be between 1 and {n}, got {steps}")
+        if not 1 <= steps < n:  # 1000 steps would visit t=999 twice
+            raise ValueError(f"steps must be between 1 and {n - 1}, got {steps}")
         if not 0.0 < denoise <= 1.0:
             raise ValueError(f"denoise must be in (0, 1], got {denoise}")
         ratio = n // steps

@@ -56,10 +56,10 @@ def write_video(frames, path, fps=8, fmt=None, metadata=None):
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(_ffmetadata(metadata))
             cmd += ["-f", "ffmetadata", "-i", meta_file, "-map_metadata", "1"]
-        cmd += ["-map", "0:v", *CODECS[fmt], "-f", {"mp4": "mp4", "webm": "webm", "gif": "gif"}[fmt], tmp]
+        cmd += ["-map", "0:v", *CODECS[fmt], "-f", fmt, tmp]
         result = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
         if result.returncode != 0:
-            raise RuntimeError(f"ffmpeg could not write {path.name}: {result.stderr.decode(errors='replace').strip()}")
+            raise OSError(f"ffmpeg could not write {path.name}: {result.stderr.decode(errors='replace').strip()}")
         os.replace(tmp, path)
     finally:
         for leftover in (tmp, meta_file):

@@ -53,7 +53,8 @@ def test_object_info_lists_every_contract_node(comfy):
         assert info[node_id]["output"] == outputs
         for name, spec in {**info[node_id]["input"]["required"], **info[node_id]["input"].get("optional", {})}.items():
             assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
-    assert info["ModelScopeT2VCheckpointLoader"]["input"]["required"]["ckpt_name"][1]["options"] == ["tiny-t2v"]
+    options = info["ModelScopeT2VCheckpointLoader"]["input"]["required"]["ckpt_name"][1]["options"]
+    assert "tiny-t2v" in options and not any(o.startswith("tiny-t2v/") for o in options)  # a folder, listed once
     defaults = {k: v[1].get("default") for k, v in info["ModelScopeT2VEmptyLatentVideo"]["input"]["required"].items()}
     assert (defaults["width"], defaults["height"], defaults["length"]) == (256, 256, 16)
     sampler = {k: v[1].get("default") for k, v in info["ModelScopeT2VSampler"]["input"]["required"].items()}
@@ -138,7 +139,7 @@ def test_unknown_checkpoint_is_a_400(comfy):
     assert status == 400
     error = body["node_errors"]["1"]["errors"][0]
     assert error["type"] == "custom_validation_failed"
-    assert "ckpt_name: 'no-such-model' is not one of the options (tiny-t2v" in error["details"]
+    assert "ckpt_name: 'no-such-model' is not one of the options (" in error["details"] and "tiny-t2v" in error["details"]
     assert_still_serving(comfy)
 
 
@@ -249,15 +250,19 @@ def test_frames_work_with_core_create_video_and_save_video(comfy):
     assert next(reader)["size"] == (48, 32) and len(list(reader)) == 4
 
 
+def loads_of(comfy, name="tiny-t2v"):
+    return len(re.findall(rf"Loaded \S*{name}", comfy.log_text()))
+
+
 def test_a_checkpoint_is_loaded_once(comfy):
     """Two loader nodes on the same checkpoint, and later prompts, share one loaded copy."""
+    before = loads_of(comfy)
     prompt, _ = tiny_text_to_video()
     prompt["30"] = {"class_type": "ModelScopeT2VCheckpointLoader", "inputs": {"ckpt_name": "tiny-t2v", "dtype": "fp32"}}
     prompt["3"]["inputs"]["clip"] = ["30", 1]
     assert comfy.run(prompt)["status"]["status_str"] == "success"
     assert comfy.run(tiny_text_to_video()[0])["status"]["status_str"] == "success"
-    loads = re.findall(r"Loaded \S*tiny-t2v", comfy.log_text())
-    assert len(loads) == 1, loads
+    assert loads_of(comfy) - before <= 1
 
 
 def test_nodes_are_found_by_what_users_type(comfy):

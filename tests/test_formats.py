@@ -4,7 +4,6 @@ Re-laying weights changes no arithmetic, so fp32 layouts must match the source n
 must match the source networks with their weights rounded to 16 bits.
 """
 import copy
-import resource
 import subprocess
 import sys
 import textwrap
@@ -141,11 +140,12 @@ def test_loading_memory_maps_the_file(suffix, tmp_path):
         torch.save(state, path)
     del state
     script = textwrap.dedent(f"""
-        import resource, torch, t2v_core
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        import torch, t2v_core
+        def kib(field):  # VmHWM is this process's peak RSS (ru_maxrss would start from the parent's at fork)
+            return int(open("/proc/self/status").read().split(field + ":")[1].split()[0])
+        before = kib("VmRSS")
         unet = t2v_core.load_unet({str(path)!r}, head_dim=32)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print((after - before) * 1024)
+        print((kib("VmHWM") - before) * 1024)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     grown = int(result.stdout.split()[-1])

@@ -33,18 +33,18 @@ def peak_activation_bytes(frames):
     """Peak RSS growth of one forward of a tiny UNet at 64x64 latents, in a fresh process whose allocator maps
     every large block on its own and returns it when freed, so that RSS follows the live tensors."""
     script = textwrap.dedent(f"""
-        import json, resource, torch, tiny
+        import json, torch, tiny
         torch.set_num_threads(1)
         unet = tiny.unet()
         unet.set_chunk_tokens(4096)
         x, c = torch.randn(1, 4, {frames}, 64, 64), torch.randn(1, 7, 128)
-        def rss():
-            return int(open("/proc/self/statm").read().split()[1]) * 4096
+        def rss(field="VmRSS"):  # VmHWM: the peak of this process (ru_maxrss would include the parent's at fork)
+            return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024
         with torch.no_grad():
             unet(x[:, :, :1], torch.tensor([1]), c)  # warm up allocators and kernels
             before = rss()
             unet(x, torch.tensor([500]), c)
-        print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before))
+        print(json.dumps(rss("VmHWM") - before))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                             env={"PYTHONPATH": ":".join(sys.path), "MALLOC_MMAP_THRESHOLD_": "65536",

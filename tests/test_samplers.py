@@ -125,7 +125,7 @@ def test_denoise_keeps_the_last_steps_as_diffusers_video_to_video():
     assert grid[:-1].tolist() == scheduler.timesteps[50 - kept:].tolist()
 
 
-@pytest.mark.parametrize("steps, denoise", [(0, 1.0), (1001, 1.0), (10, 0.0), (10, 1.5)])
+@pytest.mark.parametrize("steps, denoise", [(0, 1.0), (1000, 1.0), (10, 0.0), (10, 1.5)])
 def test_bad_steps_or_denoise_are_refused(steps, denoise):
     with pytest.raises(ValueError, match="steps|denoise"):
         NoiseSchedule().timesteps(steps, denoise)

@@ -60,6 +60,7 @@ function previewWidget(node) {
     const isGif = /\.gif$/i.test(item.filename);
     const el = document.createElement(isGif ? "img" : "video");
     el.style.cssText = "width:100%;height:100%;object-fit:contain;";
+    play.style.display = isGif ? "none" : "";
     if (!isGif) {
       Object.assign(el, { muted: true, loop: true, autoplay: true, playsInline: true, controls: true });
       el.addEventListener("loadedmetadata", () => fit(node, widget, el.videoWidth, el.videoHeight));
@@ -68,7 +69,6 @@ function previewWidget(node) {
       play.onclick = () => (el.paused ? el.play() : el.pause());
     } else {
       el.addEventListener("load", () => fit(node, widget, el.naturalWidth, el.naturalHeight));
-      play.style.display = "none";
     }
     el.src = url;
     media.append(el);
