@@ -40,12 +40,19 @@ def bench_unet(args, peak):
     x = torch.randn(2, 4, args.frames, 32, 32, generator=g).to(device, dtype)
     t = torch.tensor([500, 500], device=device)
     c = torch.randn(2, 77, 1024, generator=g).to(device, dtype)
+    if args.compile:
+        ours = torch.compile(ours)
+        start = time.perf_counter()
+        with torch.no_grad():
+            ours(x, t, c)
+        print(f"\ntorch.compile of our UNet: {time.perf_counter() - start:.0f} s for compiling and the first step")
     with torch.no_grad():
         diff = (ours(x, t, c).float() - ref(x, t, c).sample.float()).abs().max().item()
         times = alternate({"ours": lambda: ours(x, t, c), "diffusers": lambda: ref(x, t, c)}, args.pairs, device)
     flops = unet_flops(2, args.frames)
     rows = [[name, f"{s:.3f}", f"{flops / s / 1e12:.3f}", f"{flops / s / peak:.1%}"] for name, s in times.items()]
-    table(f"UNet step, B2 (CFG) x F{args.frames} x 32x32 latent (256x256 video), {args.dtype}; "
+    table(f"UNet step, B2 (CFG) x F{args.frames} x 32x32 latent (256x256 video), {args.dtype}"
+          f"{', ours compiled' if args.compile else ''}; "
           f"{flops / 1e12:.2f} TFLOP counted; max |ours - diffusers| = {diff:.1e}",
           ["", "seconds", "TFLOP/s", "of peak"], rows)
     print(f"ratio ours/diffusers: {times['ours'] / times['diffusers']:.3f}")
@@ -172,6 +179,7 @@ def main():
     parser.add_argument("--dtype", default=None, choices=DTYPES, help="default: fp16 on GPU, fp32 on CPU")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--frames", type=int, default=None, help="UNet frames (default: 16 on GPU, 4 on CPU, 2 quick)")
+    parser.add_argument("--compile", action="store_true", help="time our UNet under torch.compile (compile time apart)")
     parser.add_argument("--only", nargs="*", default=["unet", "vae", "text", "memory"],
                         choices=["unet", "vae", "text", "memory"])
     parser.add_argument("--child-memory", nargs=4, help=argparse.SUPPRESS)

@@ -168,11 +168,12 @@ def load_unet(path, dtype=torch.float32, head_dim=None):
     return unet_from_state(read_state_dict(path), Path(path), dtype, head_dim=head_dim)
 
 
-def load_pipeline(path, *, device="cpu", dtype=torch.float32, vae=None, variant=None):
+def load_pipeline(path, *, device="cpu", dtype=torch.float32, vae=None, variant=None, compile=False):
     """Load a checkpoint in any supported layout (see the module docstring) into a ``Pipeline``.
 
     ``vae``: a separate VAE (file or folder) for checkpoints that ship without one (zeroscope v2, a UNet file), or to
-    replace the one they have. ``variant``: "fp16" to prefer a diffusers folder's ``.fp16.`` files.
+    replace the one they have. ``variant``: "fp16" to prefer a diffusers folder's ``.fp16.`` files. ``compile``:
+    wrap the UNet in ``torch.compile`` (the first step then takes minutes to compile; worth it on GPUs).
     """
     fmt = detect_format(path)
     log.info("Loading %s (%s layout)", path, fmt)
@@ -185,7 +186,10 @@ def load_pipeline(path, *, device="cpu", dtype=torch.float32, vae=None, variant=
     else:
         unet, own_vae, text_encoder, schedule = load_unet(path, dtype), None, None, NoiseSchedule()
     vae_model = load_vae(vae, dtype) if vae is not None else own_vae
-    return Pipeline(unet, vae_model, text_encoder, schedule, device=device, dtype=dtype, source=str(path))
+    pipe = Pipeline(unet, vae_model, text_encoder, schedule, device=device, dtype=dtype, source=str(path))
+    if compile:
+        pipe.unet = torch.compile(pipe.unet)
+    return pipe
 
 
 def save_single_file(pipe, path, dtype=None):

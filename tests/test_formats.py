@@ -152,3 +152,10 @@ def test_loading_memory_maps_the_file(suffix, tmp_path):
     size = path.stat().st_size
     assert size > 100e6
     assert grown < 0.5 * size, f"loading a {size / 1e6:.0f} MB file grew peak RSS by {grown / 1e6:.0f} MB"
+
+
+@pytest.mark.slow
+def test_compiled_unet_gives_the_same_eps(checkpoints, expected):
+    """torch.compile is opt-in; compiling (about a minute on this CPU) must not change the maths beyond fusion rounding."""
+    pipe = t2v_core.load_pipeline(checkpoints["diffusers"], compile=True)
+    assert_close(outputs(pipe.unet, None, None)["unet"], expected["unet"], 1e-4)
