@@ -132,10 +132,18 @@ def compute_dtype(name):
     return dtype
 
 
+def modified(path):
+    """When a checkpoint file, or any file of a checkpoint folder, last changed (a file overwritten in place too)."""
+    if not os.path.isdir(path):
+        return os.path.getmtime(path)
+    return max((os.path.getmtime(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files), default=0)
+
+
 def load_checkpoint(path, dtype_name="auto", vae_path=None):
     """Load ``path`` (any t2v_core layout), or return the copy already loaded with the same settings."""
     dtype = compute_dtype(dtype_name)
-    key = (os.path.realpath(path), os.path.getmtime(path), dtype, vae_path and os.path.realpath(vae_path))
+    key = (os.path.realpath(path), modified(path), dtype, vae_path and os.path.realpath(vae_path),
+           vae_path and modified(vae_path))
     with _lock:
         checkpoint = _loaded.get(key)
         if checkpoint is None:

@@ -102,5 +102,5 @@ class Sampler(io.ComfyNode):
         latents = t2v_core.sample(
             unet, t2v.schedule, noise_samples, context.to(t2v.compute_dtype), steps=steps, guidance_scale=cfg,
             sampler=sampler_name, eta=eta, denoise=denoise, init_latents=init,
-            generator=generator, callback=callback)
+            generator=generator, callback=callback, device=model.load_device)
         return io.NodeOutput({"samples": latents.to(mm.intermediate_device())})

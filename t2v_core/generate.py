@@ -80,16 +80,17 @@ def guided_model(unet, context, guidance_scale):
 
 @torch.no_grad()
 def sample(unet, schedule, noise, context, *, steps=50, guidance_scale=9.0, sampler="ddim", eta=0.0, denoise=1.0,
-           init_latents=None, generator=None, callback=None, context_frames=None, context_overlap=4):
+           init_latents=None, generator=None, callback=None, context_frames=None, context_overlap=4, device=None):
     """Run a sampler from ``noise`` (or from ``init_latents`` noised to the ``denoise`` level) to clean latents.
 
     ``context``: [2, 77, D], the negative prompt then the prompt, in the compute dtype. Runs where ``unet`` is;
     latents stay float32 between steps. ``context_frames``: opt-in sliding window for clips longer than memory
-    allows (see ``windowed``); None runs the whole clip at once, as the model was trained.
+    allows (see ``windowed``); None runs the whole clip at once, as the model was trained. ``device``: where to
+    compute, when a host keeps part of the weights elsewhere (default: where the UNet's weights are).
     """
     sample_fn = get_sampler(sampler)
     timesteps = schedule.timesteps(steps, denoise)
-    device = module_device(unet)
+    device = device or module_device(unet)
     batch, _, frames, height, width = noise.shape
     run_frames = frames if context_frames is None else min(frames, context_frames)
     check_fits(sampling_bytes(unet.config, batch * (2 if guidance_scale != 1.0 else 1), run_frames, height, width,
