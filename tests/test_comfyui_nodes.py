@@ -41,6 +41,13 @@ def assert_still_serving(comfy):
     assert entry["status"]["status_str"] == "success"
 
 
+def rejected(comfy, prompt, node_id):
+    """Queue a prompt that validation must refuse: the errors ComfyUI's 400 reports for ``node_id``."""
+    status, body = comfy.queue(prompt)
+    assert status == 400, body
+    return body["node_errors"][node_id]["errors"]
+
+
 def error_message(entry):
     return next(data["exception_message"] for kind, data in entry["status"]["messages"] if kind == "execution_error")
 
@@ -142,9 +149,7 @@ def test_cancel_stops_the_sampler_within_a_step(comfy):
 def test_unknown_checkpoint_is_a_400(comfy):
     prompt, _ = tiny_text_to_video()
     nodes_of(prompt, "ModelScopeT2VCheckpointLoader")[0]["inputs"]["ckpt_name"] = "no-such-model"
-    status, body = comfy.queue(prompt)
-    assert status == 400
-    error = body["node_errors"]["1"]["errors"][0]
+    error = rejected(comfy, prompt, "1")[0]
     assert error["type"] == "custom_validation_failed"
     assert "ckpt_name: 'no-such-model' is not one of the options (" in error["details"] and "tiny-t2v" in error["details"]
     assert_still_serving(comfy)
@@ -169,9 +174,7 @@ def test_corrupt_checkpoint_names_the_file(comfy):
 def test_bad_video_size_is_a_400(comfy, field, value, kind, detail):
     prompt, _ = tiny_text_to_video()
     nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo")[0]["inputs"][field] = value
-    status, body = comfy.queue(prompt)
-    assert status == 400
-    errors = body["node_errors"]["4"]["errors"]
+    errors = rejected(comfy, prompt, "4")
     assert any(e["type"] == kind and detail in e["details"] for e in errors), errors
     assert_still_serving(comfy)
 
@@ -179,9 +182,7 @@ def test_bad_video_size_is_a_400(comfy, field, value, kind, detail):
 def test_filename_prefix_outside_the_output_folder_is_a_400(comfy):
     prompt, _ = tiny_text_to_video()
     nodes_of(prompt, "ModelScopeT2VSaveVideo")[0]["inputs"]["filename_prefix"] = "../../x"
-    status, body = comfy.queue(prompt)
-    assert status == 400
-    details = body["node_errors"][SAVE]["errors"][0]["details"]
+    details = rejected(comfy, prompt, SAVE)[0]["details"]
     assert "filename_prefix" in details and "inside the output folder" in details
     assert not (comfy.base.parent / "x_00001_.png").exists()
     assert_still_serving(comfy)
@@ -226,9 +227,7 @@ def test_an_image_model_wired_into_the_sampler_is_refused(comfy):
 def test_unknown_sampler_is_a_400(comfy):
     prompt, _ = tiny_text_to_video()
     prompt[SAMPLER]["inputs"]["sampler_name"] = "plms"
-    status, body = comfy.queue(prompt)
-    assert status == 400
-    assert "sampler_name: 'plms' is not one of the options (ddim" in body["node_errors"][SAMPLER]["errors"][0]["details"]
+    assert "sampler_name: 'plms' is not one of the options (ddim" in rejected(comfy, prompt, SAMPLER)[0]["details"]
     assert_still_serving(comfy)
 
 
