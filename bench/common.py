@@ -5,7 +5,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from t2v_core import keymaps
+from t2v_core import keymaps, ops
 from t2v_core.components import assign_weights
 from t2v_core.unet3d import UNet3D, UNet3DConfig
 
@@ -77,12 +77,15 @@ def alternate(fns, pairs, device="cpu"):
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def matmul_peak(device="cpu", dtype=torch.float32, n=4096, repeats=5):
-    """Measured dense matrix-multiply throughput (FLOP/s): the ceiling the UNet's GEMMs and convolutions chase."""
+def matmul_peaks(device="cpu", dtype=torch.float32, n=4096, repeats=5):
+    """Measured dense matrix-multiply throughput (FLOP/s) of each GEMM path in play: torch.mm (MKL on CPU, cuBLAS
+    on GPU), which diffusers' linear layers use, and oneDNN, which t2v_core's use on x86 CPUs."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    best = alternate({"mm": lambda: a @ b}, repeats, device)["mm"]
-    return 2 * n ** 3 / best
+    fns = {"torch.mm": lambda: a @ b}
+    if ops.use_onednn(a, b):
+        fns["oneDNN"] = lambda: ops.linear(a, b)
+    return {name: 2 * n ** 3 / s for name, s in alternate(fns, repeats, device).items()}
 
 
 def peak_rss_gib():

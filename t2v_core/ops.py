@@ -3,10 +3,34 @@
 The model classes take an ``ops`` namespace (as ComfyUI's ``comfy.ops`` does) so that precision is decided
 outside the model: a 16-bit checkpoint can stay 16-bit in memory and be cast one layer at a time for fp32
 compute, and a 32-bit checkpoint can run as it is.
+
+On x86 CPUs the matrix multiplies of fp32 linear layers go through oneDNN, whose kernels use the CPU's widest
+vector units; torch's default path (MKL sgemm) ran at half its speed on the machines in bench/RESULTS.md. Same
+maths, different summation order: results agree to float rounding.
 """
+import platform
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+          and platform.machine().lower() in ("x86_64", "amd64"))
+
+
+def use_onednn(x, weight):
+    """Eager inference in fp32 on an x86 CPU. oneDNN's linear has no backward, so anything needing gradients stays
+    on F.linear, and so does torch.compile, which picks its own kernels for F.linear."""
+    return (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.compiler.is_compiling()
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+
+
+def linear(x, weight, bias=None):
+    """F.linear, through oneDNN where ``use_onednn`` says so."""
+    if use_onednn(x, weight):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
 
 
 def cast(param, x):
@@ -18,7 +42,7 @@ def cast(param, x):
 
 class Linear(nn.Linear):
     def forward(self, x):
-        return F.linear(x, cast(self.weight, x), cast(self.bias, x))
+        return linear(x, cast(self.weight, x), cast(self.bias, x))
 
 
 class Conv2d(nn.Conv2d):

@@ -39,7 +39,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x):
         b, n, width = x.shape
-        qkv = F.linear(x, default_ops.cast(self.in_proj_weight, x), default_ops.cast(self.in_proj_bias, x))
+        qkv = default_ops.linear(x, default_ops.cast(self.in_proj_weight, x), default_ops.cast(self.in_proj_bias, x))
         q, k, v = qkv.view(b, n, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)  # -> 3 x [B, heads, N, d]
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, width))

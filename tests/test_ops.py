@@ -1,0 +1,43 @@
+"""The layer ops: the oneDNN matrix-multiply path on x86 CPUs gives F.linear's results, and steps aside for autograd."""
+import platform
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from t2v_core import ops
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def test_onednn_path_is_taken_on_x86_cpus():
+    """The speed of the CPU UNet step rests on this path (bench/RESULTS.md); losing it silently would be a regression."""
+    if not X86:
+        pytest.skip("oneDNN linear is used on x86 CPUs only")
+    x, w = torch.randn(8, 16), torch.randn(4, 16)
+    assert ops.ONEDNN and ops.use_onednn(x, w)
+    assert not ops.use_onednn(x.double(), w.double())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("strided", [False, True])
+def test_linear_matches_f_linear(bias, strided):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 300, 640 if strided else 320, generator=g)
+    if strided:  # the GEGLU value half: a view with row stride 2C, read in place
+        x = x[..., :320]
+    w = torch.randn(1280, 320, generator=g) / 320 ** 0.5
+    b = torch.randn(1280, generator=g) if bias else None
+    with torch.no_grad():
+        out = ops.linear(x, w, b)
+    assert out.shape == (2, 300, 1280)
+    assert (out - F.linear(x, w, b)).abs().max().item() <= 1e-5
+
+
+def test_linear_keeps_autograd():
+    layer = ops.Linear(16, 4)
+    x = torch.randn(3, 16, requires_grad=True)
+    assert not ops.use_onednn(x, layer.weight)
+    layer(x).sum().backward()
+    assert x.grad is not None and layer.weight.grad is not None
+    assert torch.allclose(x.grad, layer.weight.sum(0).expand(3, 16).detach())
