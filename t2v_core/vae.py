@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops as default_ops
+from .ops import conv_layout
 from .resnet import ResBlock, Upsample
 
 
@@ -115,7 +116,7 @@ class Encoder(nn.Module):
         self.conv_out = ops.Conv2d(channels[-1], 2 * cfg.latent_channels, 3, padding=1)
 
     def forward(self, x):
-        h = self.conv_in(x)
+        h = self.conv_in(conv_layout(x))
         for block in self.down_blocks:
             h = block(h)
         h = self.mid_block(h)
@@ -137,7 +138,7 @@ class Decoder(nn.Module):
         self.conv_out = ops.Conv2d(channels[-1], cfg.out_channels, 3, padding=1)
 
     def forward(self, z):
-        h = self.mid_block(self.conv_in(z))
+        h = self.mid_block(self.conv_in(conv_layout(z)))
         for block in self.up_blocks:
             h = block(h)
         return self.conv_out(F.silu(self.conv_norm_out(h)))
