@@ -7,7 +7,6 @@ threads; ratios are ours / diffusers (below 1 is better). Peak memory is measure
 """
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys

@@ -33,6 +33,20 @@ def linear(x, weight, bias=None):
     return F.linear(x, weight, bias)
 
 
+def geglu(x, weight, bias):
+    """value * GELU(gate) of one projection whose output rows are [value; gate] (Shazeer 2020).
+
+    oneDNN computes the gate with GELU fused and the value with the product fused: no [N, 8C] intermediate, no
+    extra memory passes. Elsewhere the projection is split in place and the value half returned as a strided view.
+    """
+    if use_onednn(x, weight):
+        (w_value, w_gate), (b_value, b_gate) = weight.chunk(2), bias.chunk(2)
+        gate = torch.ops.mkldnn._linear_pointwise(x, w_gate, b_gate, "gelu", [], "none")  # "none": exact erf GELU
+        return torch.ops.mkldnn._linear_pointwise.binary(x, gate, w_value, b_value, "mul")
+    value, gate = F.linear(x, weight, bias).chunk(2, dim=-1)
+    return value.mul_(torch.ops.aten.gelu_(gate))
+
+
 def conv_layout(x):
     """Channels-last on the CPU, where oneDNN's convolutions at the VAE's resolutions run about 20 % faster on it
     (its layers keep the layout from there on); unchanged elsewhere."""

@@ -4,7 +4,6 @@ ModelScopeT2V encodes and decodes each frame as an image. The module tree uses t
 """
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

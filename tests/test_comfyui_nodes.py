@@ -7,7 +7,6 @@ import threading
 import imageio_ffmpeg
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from safetensors.torch import save_file
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import t2v_core
-import tiny
 from t2v_core.generate import context_windows
 
 TOL = 1e-5  # chunks change only how many rows each matrix multiply sees

@@ -41,3 +41,15 @@ def test_linear_keeps_autograd():
     layer(x).sum().backward()
     assert x.grad is not None and layer.weight.grad is not None
     assert torch.allclose(x.grad, layer.weight.sum(0).expand(3, 16).detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float64 takes the F.linear path
+def test_geglu_matches_value_times_gelu_of_gate(dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 300, 320, generator=g, dtype=dtype)
+    weight = torch.randn(2 * 1280, 320, generator=g, dtype=dtype) / 320 ** 0.5
+    bias = torch.randn(2 * 1280, generator=g, dtype=dtype) * 0.1
+    value, gate = F.linear(x, weight, bias).chunk(2, dim=-1)
+    with torch.no_grad():
+        out = ops.geglu(x, weight, bias)
+    assert (out - value * F.gelu(gate)).abs().max().item() <= 1e-5

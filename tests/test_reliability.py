@@ -1,10 +1,8 @@
 """Bad input of every kind gets a clear error, leaves nothing half-written and the server serving; the server
 stays lean and correct under a stream of prompts and interrupts."""
-import os
 import re
 import subprocess
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import t2v_core
-import tiny
 from test_bad_checkpoints import RunsCode, sd15_checkpoint
 from test_comfyui_nodes import SAMPLER, SAVE, assert_still_serving, error_message, loads_of, outputs_of, rejected
 from workflows import nodes_of, tiny_text_to_video
