@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import (alternate, diffusers_unet, matmul_peaks, our_unet_sharing, peak_rss_gib,  # noqa: E402
-                          randomize_, table, unet_flops)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from bench.common import (alternate, diffusers_unet, full_size_text_encoder, full_size_vae, matmul_peaks,  # noqa: E402
+                          our_unet_sharing, peak_rss_gib, table, unet_flops)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CACHE = Path(__file__).resolve().parents[1] / "build" / "bench"
@@ -55,25 +56,14 @@ def bench_unet(args, peak):
           f"{flops / 1e12:.2f} TFLOP counted; max |ours - diffusers| = {diff:.1e}",
           ["", "seconds", "TFLOP/s", "of peak"], rows)
     print(f"ratio ours/diffusers: {times['ours'] / times['diffusers']:.3f}")
-    del ref, ours
     return times
 
 
 def bench_vae(args):
-    from diffusers import AutoencoderKL as RefVAE
-
-    from t2v_core import keymaps
-    from t2v_core.components import assign_weights
     from t2v_core.pipeline import Pipeline
-    from t2v_core.vae import AutoencoderKL, VAEConfig
 
     device, dtype = args.device, DTYPES[args.dtype]
-    with torch.device("meta"):
-        ref = RefVAE(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-        vae = AutoencoderKL(VAEConfig())
-    ref = randomize_(ref.to_empty(device="cpu")).to(device, dtype)
-    vae = assign_weights(vae, ref.state_dict(), keymaps.identity, "vae", dtype)
+    ref, vae = full_size_vae(device, dtype)
     pipe = Pipeline(torch.nn.Identity(), vae=vae, device=device, dtype=dtype)
     latents = torch.randn(1, 4, args.vae_frames, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
 
@@ -89,24 +79,53 @@ def bench_vae(args):
 
 
 def bench_text(args):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from t2v_core import keymaps
-    from t2v_core.components import assign_weights
-    from t2v_core.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer
+    from t2v_core.text_encoder import Tokenizer
 
     device, dtype = args.device, DTYPES[args.dtype]
-    ref = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-                                       num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu"))
-    ref = randomize_(ref).to(device, dtype)
-    with torch.device("meta"):
-        ours = TextEncoder(TextEncoderConfig())
-    ours = assign_weights(ours, ref.state_dict(), keymaps.text_hf, "text encoder", dtype,
-                          ignored=lambda k: "position_ids" in k)
+    ref, ours = full_size_text_encoder(device, dtype)
     tokens = Tokenizer()(["a panda playing guitar on times square", ""]).to(device)
     with torch.no_grad():
         times = alternate({"ours": lambda: ours(tokens, dtype=dtype), "diffusers": lambda: ref(tokens)}, args.pairs * 3, device)
     table(f"Text encode of 2 prompts, {args.dtype}", ["", "seconds"], [[k, f"{v:.4f}"] for k, v in times.items()])
+    print(f"ratio ours/diffusers: {times['ours'] / times['diffusers']:.3f}")
+
+
+def bench_generate(args):
+    """Prompt to frames: t2v_core.generate against TextToVideoSDPipeline, same weights, seed and DDIM steps."""
+    from diffusers import DDIMScheduler, TextToVideoSDPipeline
+    from transformers import CLIPTokenizer
+
+    import t2v_core
+    from t2v_core.pipeline import Pipeline
+    from tiny import write_tokenizer
+
+    device, dtype = args.device, DTYPES[args.dtype]
+    ref_unet = diffusers_unet(device, dtype)
+    ref_vae, vae = full_size_vae(device, dtype)
+    ref_text, text_encoder = full_size_text_encoder(device, dtype)
+    ours = Pipeline(our_unet_sharing(ref_unet), vae=vae, text_encoder=text_encoder, device=device, dtype=dtype)
+    with tempfile.TemporaryDirectory() as folder:
+        write_tokenizer(folder)  # CLIP's BPE files, from open_clip's copy (nothing is downloaded)
+        tokenizer = CLIPTokenizer.from_pretrained(folder)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)  # the published model's scheduler_config.json
+    ref = TextToVideoSDPipeline(vae=ref_vae, text_encoder=ref_text, tokenizer=tokenizer, unet=ref_unet, scheduler=scheduler)
+    ref.set_progress_bar_config(disable=True)
+    prompt, frames, steps = "a panda playing guitar on times square", args.frames, args.steps
+    settings = dict(num_frames=frames, height=256, width=256, guidance_scale=9.0)
+    videos = {}
+
+    def run(name, fn):
+        return lambda: videos.__setitem__(name, fn())
+
+    fns = {"ours": run("ours", lambda: t2v_core.generate(ours, prompt, steps=steps, seed=0, **settings).numpy()),
+           "diffusers": run("diffusers", lambda: ref(prompt, num_inference_steps=steps, output_type="np", **settings,
+                                                     generator=torch.Generator("cpu").manual_seed(0)).frames[0])}
+    times = alternate(fns, args.pairs - 1, device, warmup=False)
+    diff = abs(videos["ours"] - videos["diffusers"]).max()
+    table(f"generate: prompt to {frames} frames of 256x256, {steps} DDIM steps with CFG, {args.dtype} "
+          f"(text encode, sampling, VAE decode); max |frames ours - diffusers| = {diff:.1e}",
+          ["", "seconds"], [[k, f"{v:.2f}"] for k, v in times.items()])
     print(f"ratio ours/diffusers: {times['ours'] / times['diffusers']:.3f}")
 
 
@@ -179,8 +198,9 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--frames", type=int, default=None, help="UNet frames (default: 16 on GPU, 4 on CPU, 2 quick)")
     parser.add_argument("--compile", action="store_true", help="time our UNet under torch.compile (compile time apart)")
-    parser.add_argument("--only", nargs="*", default=["unet", "vae", "text", "memory"],
-                        choices=["unet", "vae", "text", "memory"])
+    parser.add_argument("--steps", type=int, default=None, help="generate's DDIM steps (default: 50 on GPU, 5 on CPU, 2 quick)")
+    parser.add_argument("--only", nargs="*", default=["unet", "vae", "text", "generate", "memory"],
+                        choices=["unet", "vae", "text", "generate", "memory"])
     parser.add_argument("--child-memory", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -191,6 +211,7 @@ def main():
     cpu = args.device == "cpu"
     args.dtype = args.dtype or ("fp32" if cpu else "fp16")
     args.frames = args.frames or (16 if not cpu else 2 if args.quick else 4)
+    args.steps = args.steps or (50 if not cpu else 2 if args.quick else 5)
     args.vae_frames = 4 if cpu and args.quick else 16
     args.pairs = 2 if args.quick else 3
 
@@ -208,6 +229,8 @@ def main():
         bench_vae(args)
     if "text" in args.only:
         bench_text(args)
+    if "generate" in args.only:
+        bench_generate(args)
     if "memory" in args.only and cpu:
         bench_memory(args)
 

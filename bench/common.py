@@ -7,7 +7,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from t2v_core import keymaps, ops
 from t2v_core.components import assign_weights
+from t2v_core.text_encoder import TextEncoder, TextEncoderConfig
 from t2v_core.unet3d import UNet3D, UNet3DConfig
+from t2v_core.vae import AutoencoderKL, VAEConfig
 
 FULL_UNET = dict(sample_size=32, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
                  down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
@@ -44,6 +46,32 @@ def our_unet_sharing(ref):
     return assign_weights(unet, ref.state_dict(), keymaps.identity, "diffusers UNet", dtype).to(next(ref.parameters()).device)
 
 
+def full_size_vae(device="cpu", dtype=torch.float32):
+    """diffusers' AutoencoderKL with random weights and ours holding the same tensors: (theirs, ours)."""
+    from diffusers import AutoencoderKL as RefVAE
+
+    with torch.device("meta"):
+        ref = RefVAE(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+        vae = AutoencoderKL(VAEConfig())
+    ref = randomize_(ref.to_empty(device="cpu")).to(device, dtype)
+    return ref, assign_weights(vae, ref.state_dict(), keymaps.identity, "vae", dtype)
+
+
+def full_size_text_encoder(device="cpu", dtype=torch.float32):
+    """The 23-block ViT-H/14 text tower as transformers' CLIPTextModel with random weights, and ours holding the
+    same tensors: (theirs, ours)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    ref = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                                       num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu"))
+    ref = randomize_(ref).to(device, dtype)
+    with torch.device("meta"):
+        ours = TextEncoder(TextEncoderConfig())
+    return ref, assign_weights(ours, ref.state_dict(), keymaps.text_hf, "text encoder", dtype,
+                               ignored=lambda k: "position_ids" in k)
+
+
 def unet_flops(batch, frames, size=32):
     """FLOPs of one full-size UNet forward, counted on the meta device (no weights, no time)."""
     with torch.device("meta"):
@@ -62,10 +90,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def alternate(fns, pairs, device="cpu"):
+def alternate(fns, pairs, device="cpu", warmup=True):
     """Run each function once as warm-up, then ``pairs`` rounds in turn; median seconds per function."""
     times = {name: [] for name in fns}
-    for fn in fns.values():
+    for fn in fns.values() if warmup else ():
         fn()
     for _ in range(pairs):
         for name, fn in fns.items():

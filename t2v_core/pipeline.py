@@ -3,9 +3,9 @@ import torch
 from einops import rearrange
 
 from .schedule import NoiseSchedule
+from .text_encoder import Tokenizer
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-from .text_encoder import Tokenizer
 
 
 def module_device(module):
