@@ -137,40 +137,58 @@ def fp16_unet_file():
     return folder
 
 
-def memory_child(which, folder, frames, out):
-    """One process: load the fp16 UNet for fp32 compute, one B1 forward; print peak RSS."""
+def memory_child(which, folder, frames, device, dtype_name, out):
+    """One process: load the .fp16. UNet, one B2 (CFG) forward in ``dtype_name`` on ``device``; print the peak
+    memory: RSS on CPU, torch.cuda.max_memory_allocated on GPU (weights included in both)."""
+    dtype = DTYPES[dtype_name]
     g = torch.Generator().manual_seed(0)
-    x, c = torch.randn(1, 4, frames, 32, 32, generator=g), torch.randn(1, 77, 1024, generator=g)
-    t = torch.tensor([500])
+    x, c = torch.randn(2, 4, frames, 32, 32, generator=g), torch.randn(2, 77, 1024, generator=g)
+    x, c, t = x.to(device, dtype), c.to(device, dtype), torch.tensor([500, 500], device=device)
     with torch.no_grad():
         if which == "diffusers":
             from diffusers import UNet3DConditionModel
 
-            unet = UNet3DConditionModel.from_pretrained(folder, variant="fp16", torch_dtype=torch.float32)
+            unet = UNet3DConditionModel.from_pretrained(folder, variant="fp16", torch_dtype=dtype).to(device)
             y = unet(x, t, c).sample
         else:
             import t2v_core
 
-            unet = t2v_core.load_unet(Path(folder) / "diffusion_pytorch_model.fp16.safetensors", head_dim=64)
+            # The weights stay in their stored fp16 and are cast layer by layer when computing in another dtype.
+            unet = t2v_core.load_unet(Path(folder) / "diffusion_pytorch_model.fp16.safetensors", head_dim=64).to(device)
             y = unet(x, t, c)
-    torch.save(y, out)
-    print(json.dumps({"peak_rss_gib": peak_rss_gib()}))
+    torch.save(y.float().cpu(), out)
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else peak_rss_gib()
+    print(json.dumps({"peak_gib": peak}))
+
+
+def peak_memory(which, folder, frames, args, tmp):
+    """(peak GiB, output) of ``memory_child`` in a fresh process, or (None, None) when it ran out of memory."""
+    out = Path(tmp) / f"{which}-{frames}.pt"
+    result = subprocess.run([sys.executable, __file__, "--child-memory", which, str(folder), str(frames), args.device,
+                             args.dtype, str(out)], capture_output=True, text=True)
+    if result.returncode != 0:
+        if "out of memory" in result.stderr.lower():
+            return None, None
+        raise RuntimeError(f"memory child {which} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.splitlines()[-1])["peak_gib"], torch.load(out)
 
 
 def bench_memory(args):
+    """Peak memory of one CFG UNet step at the bench's frame count and, on GPU, at 200 frames."""
     folder = fp16_unet_file()
-    rows, outputs = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for which in ("ours", "diffusers"):
-            out = Path(tmp) / f"{which}.pt"
-            result = subprocess.run([sys.executable, __file__, "--child-memory", which, str(folder), str(args.frames), str(out)],
-                                    capture_output=True, text=True, check=True)
-            rows.append([which, f"{json.loads(result.stdout.splitlines()[-1])['peak_rss_gib']:.2f}"])
-            outputs[which] = torch.load(out)
-    diff = (outputs["ours"] - outputs["diffusers"]).abs().max().item()
-    table(f"Peak RSS (GiB), separate processes: load the .fp16. UNet for fp32 compute, one B1 x F{args.frames} forward; "
-          f"max |ours - diffusers| = {diff:.1e}", ["", "peak RSS"], rows)
-    print(f"ratio ours/diffusers: {float(rows[0][1]) / float(rows[1][1]):.3f}")
+    kind = "peak RSS" if args.device == "cpu" else "peak VRAM"
+    for frames in [args.frames] + ([200] if args.device == "cuda" else []):
+        results = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for which in ("ours", "diffusers"):
+                results[which] = peak_memory(which, folder, frames, args, tmp)
+        outputs = [out for _, out in results.values() if out is not None]
+        diff = f"{(outputs[0] - outputs[1]).abs().max().item():.1e}" if len(outputs) == 2 else "n/a"
+        rows = [[which, "out of memory" if peak is None else f"{peak:.2f}"] for which, (peak, _) in results.items()]
+        table(f"{kind} (GiB), separate processes: load the .fp16. UNet for {args.dtype} compute, one B2 (CFG) x "
+              f"F{frames} forward; max |ours - diffusers| = {diff}", ["", kind], rows)
+        if all(peak is not None for peak, _ in results.values()):
+            print(f"ratio ours/diffusers: {results['ours'][0] / results['diffusers'][0]:.3f}")
 
 
 def bench_preview(args, unet_seconds):
@@ -201,13 +219,13 @@ def main():
     parser.add_argument("--steps", type=int, default=None, help="generate's DDIM steps (default: 50 on GPU, 5 on CPU, 2 quick)")
     parser.add_argument("--only", nargs="*", default=["unet", "vae", "text", "generate", "memory"],
                         choices=["unet", "vae", "text", "generate", "memory"])
-    parser.add_argument("--child-memory", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child-memory", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child_memory:
-        which, folder, frames, out = args.child_memory
-        return memory_child(which, folder, int(frames), out)
+        which, folder, frames, device, dtype, out = args.child_memory
+        return memory_child(which, folder, int(frames), device, dtype, out)
     cpu = args.device == "cpu"
     args.dtype = args.dtype or ("fp32" if cpu else "fp16")
     args.frames = args.frames or (16 if not cpu else 2 if args.quick else 4)
@@ -231,7 +249,7 @@ def main():
         bench_text(args)
     if "generate" in args.only:
         bench_generate(args)
-    if "memory" in args.only and cpu:
+    if "memory" in args.only:
         bench_memory(args)
 
 
