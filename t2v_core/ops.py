@@ -5,15 +5,14 @@ outside the model: a 16-bit checkpoint can stay 16-bit in memory and be cast one
 compute, and a 32-bit checkpoint can run as it is.
 
 On x86 CPUs the matrix multiplies of fp32 linear layers go through oneDNN, whose kernels use the CPU's widest
-vector units; torch's default path (MKL sgemm) ran at half its speed on the machines in bench/RESULTS.md. Same
-maths, different summation order: results agree to float rounding.
+vector units; on the machine of bench/RESULTS.md torch's default path (MKL sgemm) ran at half oneDNN's speed.
+Same maths, different summation order: results agree to float rounding.
 """
 import platform
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
           and platform.machine().lower() in ("x86_64", "amd64"))
