@@ -15,13 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-          and platform.machine().lower() in ("x86_64", "amd64"))
+          and hasattr(torch.ops.mkldnn._linear_pointwise, "binary") and platform.machine().lower() in ("x86_64", "amd64"))
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch < 2.3 has no such query
 
 
 def use_onednn(x, weight):
     """Eager inference in fp32 on an x86 CPU. oneDNN's linear has no backward, so anything needing gradients stays
     on F.linear, and so does torch.compile, which picks its own kernels for F.linear."""
-    return (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.compiler.is_compiling()
+    return (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and not _is_compiling()
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
 
 
