@@ -115,13 +115,14 @@ def bench_generate(args):
     settings = dict(num_frames=frames, height=256, width=256, guidance_scale=9.0)
     videos = {}
 
-    def run(name, fn):
-        return lambda: videos.__setitem__(name, fn())
+    def run_ours():
+        videos["ours"] = t2v_core.generate(ours, prompt, steps=steps, seed=0, **settings).numpy()
 
-    fns = {"ours": run("ours", lambda: t2v_core.generate(ours, prompt, steps=steps, seed=0, **settings).numpy()),
-           "diffusers": run("diffusers", lambda: ref(prompt, num_inference_steps=steps, output_type="np", **settings,
-                                                     generator=torch.Generator("cpu").manual_seed(0)).frames[0])}
-    times = alternate(fns, args.pairs - 1, device, warmup=False)
+    def run_diffusers():
+        videos["diffusers"] = ref(prompt, num_inference_steps=steps, output_type="np", **settings,
+                                  generator=torch.Generator("cpu").manual_seed(0)).frames[0]
+
+    times = alternate({"ours": run_ours, "diffusers": run_diffusers}, args.pairs - 1, device, warmup=False)
     diff = abs(videos["ours"] - videos["diffusers"]).max()
     table(f"generate: prompt to {frames} frames of 256x256, {steps} DDIM steps with CFG, {args.dtype} "
           f"(text encode, sampling, VAE decode); max |frames ours - diffusers| = {diff:.1e}",
