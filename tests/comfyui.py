@@ -1,4 +1,5 @@
-"""A real ComfyUI server for the tests: started on 127.0.0.1 with this pack installed, and a small client for it."""
+"""Real ComfyUI servers for the tests: the ComfyUI versions set up here, each started on 127.0.0.1 with this pack
+installed, and a small client for them."""
 import json
 import os
 import signal
@@ -9,13 +10,52 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import websocket
 
 REPO = Path(__file__).resolve().parents[1]
-COMFYUI = REPO / "build" / "ComfyUI"
 PACK_NAME = "ComfyUI-ModelScope-T2V"
+BASELINE = REPO / "build" / "ComfyUI"  # 0.3.75 from PyPI (scripts/setup)
+CURRENT = REPO / "build" / "ComfyUI-current"  # current ComfyUI (scripts/setup-current-comfyui)
+NEWEST_FRONTEND = REPO / "build" / "frontend"  # the newest frontend on PyPI (scripts/setup-dev)
+
+
+@dataclass(frozen=True)
+class Host:
+    """A ComfyUI tree, the interpreter it runs on, and the frontend it serves (None: the one it bundles)."""
+
+    version: str
+    root: Path
+    python: str
+    frontend: Path | None = None
+    frontend_version: str = "bundled"
+
+    @property
+    def id(self):
+        return f"comfyui-{self.version}" + (f"+frontend-{self.frontend_version}" if self.frontend else "")
+
+
+def version_of(root):
+    text = (root / "comfyui_version.py").read_text()
+    return text.split('__version__ = "')[1].split('"')[0]
+
+
+def hosts():
+    """Every ComfyUI set up here: 0.3.75, and current ComfyUI when scripts/setup-current-comfyui found one."""
+    found = [Host(version_of(BASELINE), BASELINE, sys.executable)]
+    if (CURRENT / ".python").is_file():
+        found.append(Host(version_of(CURRENT), CURRENT, (CURRENT / ".python").read_text().strip()))
+    return found
+
+
+def with_newest_frontend(host):
+    """``host`` serving the frontend of build/frontend, or None when that is not set up."""
+    static = NEWEST_FRONTEND / "comfyui_frontend_package" / "static"
+    if not static.is_dir():
+        return None
+    return replace(host, frontend=static, frontend_version=(NEWEST_FRONTEND / ".version").read_text().strip())
 
 
 def free_port():
@@ -27,7 +67,8 @@ def free_port():
 class Server:
     """``python main.py --cpu`` in a base directory of its own (custom_nodes, models, input, output, temp, user)."""
 
-    def __init__(self, base):
+    def __init__(self, host, base):
+        self.host = host
         self.base = Path(base)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -35,11 +76,12 @@ class Server:
             (self.base / folder).mkdir(parents=True, exist_ok=True)
         (self.base / "custom_nodes" / PACK_NAME).symlink_to(REPO)
         self.log = open(self.base / "comfyui.log", "w")
+        frontend = ["--front-end-root", str(host.frontend)] if host.frontend else []
         self.process = subprocess.Popen(
-            [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            [host.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
              "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:", "--disable-api-nodes",
-             "--preview-method", "auto"],
-            cwd=COMFYUI, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+             "--preview-method", "auto", *frontend],
+            cwd=host.root, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready()
 
     def wait_ready(self, timeout=120):

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import comfyui
 import tiny
 
 torch.set_num_threads(max(torch.get_num_threads(), 1))
@@ -29,14 +30,37 @@ def checkpoints(truth, tmp_path_factory):
     }
 
 
-@pytest.fixture(scope="session")
-def comfy(truth, tmp_path_factory):
-    """A real ComfyUI server on 127.0.0.1 with this pack and the tiny checkpoint in models/text2video/tiny-t2v."""
-    from comfyui import Server
+HOSTS = comfyui.hosts()
 
-    base = tmp_path_factory.mktemp("comfyui")
-    models = base / "models"
-    tiny.write_original(models / "text2video" / "tiny-t2v", truth["unet"], truth["vae"], truth["clip"])
-    server = Server(base)
+
+def pytest_report_header():
+    tested = ", ".join(f"{h.version} ({h.root.relative_to(comfyui.REPO)})" for h in HOSTS)
+    if len(HOSTS) == 1:
+        return (f"ComfyUI: {tested} only; no current ComfyUI is set up (COMFYUI_DIR unset and no "
+                f"../shared/ComfyUI-0.33.0), so the ComfyUI tests run on 0.3.75 alone")
+    return f"ComfyUI: {tested}"
+
+
+def pytest_generate_tests(metafunc):
+    """Every test that uses the ``comfy`` server runs once per ComfyUI host. A module may set ``HOST_VARIANTS``, a
+    function from a host to (host, variant) pairs, for the tests that take a ``variant``."""
+    if "comfy" not in metafunc.fixturenames:
+        return
+    variants = getattr(metafunc.module, "HOST_VARIANTS", None)
+    if variants is None or "variant" not in metafunc.fixturenames:
+        metafunc.parametrize("comfy", HOSTS, indirect=True, ids=lambda h: h.id, scope="session")
+        return
+    pairs = [pair for host in HOSTS for pair in variants(host)]
+    metafunc.parametrize(("comfy", "variant"), pairs, indirect=["comfy"], scope="session",
+                         ids=[f"{host.id}-{variant}" for host, variant in pairs])
+
+
+@pytest.fixture(scope="session")
+def comfy(request, truth, tmp_path_factory):
+    """A real ComfyUI server on 127.0.0.1 with this pack and the tiny checkpoint in models/text2video/tiny-t2v."""
+    host = request.param
+    base = tmp_path_factory.mktemp(host.id)
+    tiny.write_original(base / "models" / "text2video" / "tiny-t2v", truth["unet"], truth["vae"], truth["clip"])
+    server = comfyui.Server(host, base)
     yield server
     server.stop()

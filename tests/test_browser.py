@@ -1,10 +1,13 @@
-"""The pack in the real ComfyUI frontend, in Debian's chromium driven by Playwright."""
+"""The pack in the real ComfyUI frontend, in Debian's chromium driven by Playwright: the frontend each ComfyUI
+bundles, and on current ComfyUI also the newest frontend, in the classic canvas and in "Nodes 2.0"."""
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
 
+from comfyui import CURRENT, with_newest_frontend
 from workflows import WORKFLOWS
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -15,13 +18,24 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 ARTIFACTS = Path(os.environ.get("T2V_ARTIFACTS", Path(__file__).resolve().parents[1] / "build" / "artifacts"))
 OUR_SCRIPT = "modelscope_t2v.js"
 FRAMES, FPS = 8, 8
+RENDERERS = {"classic": False, "nodes2": True}  # the value of the Comfy.VueNodes.Enabled setting
+
+
+def HOST_VARIANTS(host):
+    """(host, renderer) pairs: each ComfyUI with its bundled frontend in the classic canvas; current ComfyUI also in
+    Nodes 2.0, and with the newest frontend in both renderers."""
+    if host.root != CURRENT:
+        return [(host, "classic")]
+    newest = with_newest_frontend(host)
+    return [(h, renderer) for h in (host, newest) if h is not None for renderer in RENDERERS]
 
 
 @pytest.fixture(scope="module")
-def page(comfy):
+def page(comfy, variant):
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/setup-dev does)")
     comfy.post("/settings/Comfy.TutorialCompleted", True)
+    comfy.post("/settings/Comfy.VueNodes.Enabled", RENDERERS[variant])
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)  # a fresh profile each time
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -29,16 +43,33 @@ def page(comfy):
         page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text + str(m.location)))
         page.on("pageerror", lambda e: page.console_errors.append(f"{e}\n{e.stack}"))
         open_app(page, comfy)
+        if comfy.host.frontend:
+            assert page.evaluate("window.__COMFYUI_FRONTEND_VERSION__") == comfy.host.frontend_version
+        assert page.evaluate("app.extensionManager.setting.get('Comfy.VueNodes.Enabled')") is RENDERERS[variant]
         yield page
         browser.close()
 
 
 def open_app(page, comfy):
+    """The page, once the frontend has opened its first workflow (a graph loaded earlier would be replaced)."""
     page.goto(comfy.url)
-    page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=60000)
+    page.wait_for_function("window.app && window.app.graph && window.LiteGraph && "
+                           "window.app.extensionManager?.workflow?.activeWorkflow", timeout=60000)
+
+
+def visible_videos(page, save_id):
+    """The video elements showing on screen once the save node is in view: exactly one is the pack's preview."""
+    page.evaluate("(id) => { app.canvas.centerOnNode(app.graph.getNodeById(id)); app.canvas.setDirty(true, true); }",
+                  save_id)
+    page.wait_for_timeout(500)
+    return page.evaluate("""() => [...document.querySelectorAll("video")].filter(v => {
+        const r = v.getBoundingClientRect();
+        return r.width > 0 && r.height > 0 && getComputedStyle(v).visibility !== "hidden";
+    }).map(v => v.closest(".t2v-preview") ? "pack" : "other")""")
 
 
 def tiny_ui_workflow():
+    """The shipped UI workflow at test size, with a fresh seed so that ComfyUI's cache never skips the run."""
     workflow = json.loads((WORKFLOWS / "text_to_video.json").read_text())
     for node in workflow["nodes"]:
         values = node.get("widgets_values")
@@ -46,6 +77,7 @@ def tiny_ui_workflow():
             values[0] = "tiny-t2v"
         elif node["type"] == "ModelScopeT2VEmptyLatentVideo":
             values[:3] = [64, 48, FRAMES]
+            values[4] = random.randrange(2**32)
         elif node["type"] == "ModelScopeT2VSampler":
             values[0] = 4
         elif node["type"] == "ModelScopeT2VSaveVideo":
@@ -85,7 +117,7 @@ def test_workflow_loads_with_every_node_type_known(page):
     assert our_errors(page) == []
 
 
-def test_queue_from_the_page_shows_live_previews_and_the_video(page, capsys):
+def test_queue_from_the_page_shows_live_previews_and_the_video(page, comfy, variant, capsys):
     workflow = tiny_ui_workflow()
     sampler, save = node_id(workflow, "ModelScopeT2VSampler"), node_id(workflow, "ModelScopeT2VSaveVideo")
     page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
@@ -100,15 +132,14 @@ def test_queue_from_the_page_shows_live_previews_and_the_video(page, capsys):
                            "return v && v.readyState >= 2; }", arg=save, timeout=120000)
     previews = page.evaluate("() => window.t2vPreviews")
     assert previews.count(str(sampler)) >= 1, previews
-    page.evaluate("(id) => { app.canvas.centerOnNode(app.graph.getNodeById(id)); app.canvas.setDirty(true, true); }", save)
-    page.wait_for_timeout(500)
+    assert visible_videos(page, save) == ["pack"]
     state = saved_video_state(page, save)
     assert state["readyState"] >= 2 and state["muted"] and state["loop"] and state["height"] > 50
     assert abs(state["duration"] - FRAMES / FPS) < 0.15
     assert our_errors(page) == []
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "canvas_with_preview.png"
+    shot = ARTIFACTS / f"canvas_with_preview-{comfy.host.id}-{variant}.png"
     page.screenshot(path=str(shot))
     with capsys.disabled():
         print(f"\ncanvas screenshot: {shot} ({shot.stat().st_size} bytes)")
@@ -123,4 +154,5 @@ def test_preview_survives_reloading_the_workflow(page, comfy):
     page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
     page.wait_for_function("(id) => { const v = app.graph.getNodeById(id)?.widgets?.find(w => w.name === 't2v_preview')"
                            "?.element?.querySelector('video'); return v && v.readyState >= 2; }", arg=save, timeout=30000)
+    assert visible_videos(page, save) == ["pack"]
     assert our_errors(page) == []

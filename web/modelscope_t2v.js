@@ -1,5 +1,6 @@
 // ModelScope T2V: the saved video plays inside the save node (looping, muted, sized to the video), the preview
-// comes back when a workflow is reloaded, and the pack's nodes share one colour.
+// comes back when a workflow is reloaded, and the pack's nodes share one colour. The frontend's own preview of the
+// node's output is turned off, so the video shows once in the classic canvas and in Nodes 2.0 alike.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -118,5 +119,7 @@ app.registerExtension({
 
   nodeCreated(node) {
     if (node.comfyClass?.startsWith("ModelScopeT2V")) Object.assign(node, COLOR);
+    // Nodes 2.0 draws a media preview of the output unless the node has one of its own (as core's Painter does).
+    if (node.comfyClass === SAVE_NODE) node.hideOutputImages = true;
   },
 });
