@@ -1,14 +1,13 @@
 """Save video node: mp4 / webm / gif / PNG frames in the output folder, previewed on the canvas."""
 import json
 import os
-import tempfile
 
 import folder_paths
 from comfy_api.latest import io, ui
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from ..t2v_core.video import to_uint8, write_video
+from ..t2v_core.video import temporary_file, to_uint8, write_video
 from .loader import CATEGORY
 from .validation import check_choices
 
@@ -33,8 +32,7 @@ def save_png_frames(frames, folder, stem, metadata):
     temporary = []
     try:
         for name, frame in zip(names, frames):
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".png")
-            os.close(fd)
+            tmp = temporary_file(folder, name, ".png")
             temporary.append(tmp)
             Image.fromarray(frame).save(tmp, pnginfo=info, compress_level=4)
         for name, tmp in zip(names, temporary):

@@ -1,5 +1,6 @@
 """Writing frames to video files with the ffmpeg that ships inside ``imageio-ffmpeg``."""
 import os
+import secrets
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,6 +20,21 @@ def to_uint8(frames):
     """[F, H, W, 3] floats in 0..1 -> uint8, truncating as the original pipeline does."""
     frames = frames.detach().float().cpu().numpy() if hasattr(frames, "detach") else np.asarray(frames)
     return (np.clip(frames, 0, 1) * 255).astype(np.uint8)
+
+
+def temporary_file(folder, name, suffix):
+    """A new hidden, empty file in ``folder`` to write ``name`` into before renaming it there.
+
+    Created as ``open`` creates files, with the mode the umask gives (``tempfile.mkstemp`` makes them 0600, and a
+    rename keeps the mode), so saved videos and frames are as readable as any other file the user writes.
+    """
+    while True:
+        path = os.path.join(folder, f".{name}-{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return path
+        except FileExistsError:
+            continue
 
 
 def _ffmetadata(metadata):
@@ -45,8 +61,7 @@ def write_video(frames, path, fps=8, fmt=None, metadata=None):
     if fmt != "gif" and (frames.shape[1] % 2 or frames.shape[2] % 2):  # yuv420p needs even sizes
         frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), mode="edge")
     _, height, width, _ = frames.shape
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=f".{fmt}")
-    os.close(fd)
+    tmp = temporary_file(path.parent, path.stem, f".{fmt}")
     meta_file = None
     try:
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",

@@ -1,6 +1,8 @@
 """The nodes in a real ComfyUI server: listing, the shipped workflows over HTTP, errors, progress and cancel."""
+import os
 import random
 import re
+import stat
 import subprocess
 import threading
 
@@ -279,3 +281,17 @@ def test_nodes_are_found_by_what_users_type(comfy):
         text = f"{node_id} {node['display_name']}".lower()
         assert "modelscope" in text and "t2v" in text and "text-to-video" in text
     assert "zeroscope" in ours["ModelScopeT2VCheckpointLoader"]["display_name"].lower()
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "png"])
+def test_saved_files_get_the_umask_mode_as_core_save_image_does(comfy, fmt):
+    """Files are written under a temporary name and renamed; the rename must not leave them private (0600)."""
+    prompt, _ = tiny_text_to_video(fmt=fmt)
+    prompt["90"] = {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "core/frame"}}
+    entry = comfy.run(prompt)
+    ours = [comfy.output_path(item) for item in outputs_of(entry)]
+    core = [comfy.output_path(item) for item in outputs_of(entry, "90")]
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {stat.S_IMODE(path.stat().st_mode) for path in ours + core}
+    assert modes == {0o666 & ~umask}, {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in ours + core}
