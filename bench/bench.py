@@ -20,16 +20,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from bench.common import (alternate, diffusers_unet, full_size_text_encoder, full_size_vae, matmul_peaks,  # noqa: E402
                           our_unet_sharing, peak_rss_gib, table, unet_flops)
+from t2v_core import ops  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CACHE = Path(__file__).resolve().parents[1] / "build" / "bench"
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+
+
 def machine(args):
+    """The device, and for a CPU its kind: speed ratios hold for the CPU kind they were measured on."""
     if args.device == "cuda":
         return torch.cuda.get_device_name()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    info = open("/proc/cpuinfo").read().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
+    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    isa = " ".join(f for f in ISA_FLAGS if f in flags) or "none of " + " ".join(ISA_FLAGS)
+    gemm = "oneDNN" if ops.ONEDNN else "torch's default (MKL)"
+    return (f"{cpu} ({isa}; torch CPU capability {ops.CPU_CAPABILITY}; our linear layers on {gemm}), "
+            f"{torch.get_num_threads()} threads")
 
 
 def bench_unet(args, peak):

@@ -4,9 +4,10 @@ The model classes take an ``ops`` namespace (as ComfyUI's ``comfy.ops`` does) so
 outside the model: a 16-bit checkpoint can stay 16-bit in memory and be cast one layer at a time for fp32
 compute, and a 32-bit checkpoint can run as it is.
 
-On x86 CPUs the matrix multiplies of fp32 linear layers go through oneDNN, whose kernels use the CPU's widest
-vector units; on the machine of bench/RESULTS.md torch's default path (MKL sgemm) ran at half oneDNN's speed.
-Same maths, different summation order: results agree to float rounding.
+On x86 CPUs with AVX-512 the matrix multiplies of fp32 linear layers go through oneDNN: on the AVX-512 EPYC of
+bench/RESULTS.md torch's default path (MKL sgemm) ran at half oneDNN's speed. On an AVX2-only EPYC the text
+encoder ran 1.6x slower through oneDNN than diffusers' on torch's path, so CPUs without AVX-512 keep torch's own
+path, the one diffusers takes. Same maths, different summation order: results agree to float rounding.
 """
 import platform
 
@@ -14,8 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-          and hasattr(torch.ops.mkldnn._linear_pointwise, "binary") and platform.machine().lower() in ("x86_64", "amd64"))
+ONEDNN_OPS = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+              and hasattr(torch.ops.mkldnn._linear_pointwise, "binary")
+              and platform.machine().lower() in ("x86_64", "amd64"))
+CPU_CAPABILITY = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()  # AVX512, AVX2, ...
+ONEDNN = ONEDNN_OPS and CPU_CAPABILITY == "AVX512"
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch < 2.3 has no such query
 
 

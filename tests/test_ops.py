@@ -1,5 +1,9 @@
-"""The layer ops: the oneDNN matrix-multiply path on x86 CPUs gives F.linear's results, and steps aside for autograd."""
+"""The layer ops: the oneDNN matrix-multiply path of x86 CPUs with AVX-512 gives F.linear's results, is left on
+other CPUs, and steps aside for autograd."""
+import os
 import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,13 +14,31 @@ from t2v_core import ops
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 
-def test_onednn_path_is_taken_on_x86_cpus():
+@pytest.fixture(autouse=True)
+def onednn(monkeypatch):
+    """The oneDNN path on, wherever this torch has its ops: its arithmetic is checked on AVX2 CPUs too."""
+    monkeypatch.setattr(ops, "ONEDNN", ops.ONEDNN_OPS)
+
+
+def test_onednn_ops_are_there_on_x86_cpus():
     """The speed of the CPU UNet step rests on this path (bench/RESULTS.md); losing it silently would be a regression."""
     if not X86:
         pytest.skip("oneDNN linear is used on x86 CPUs only")
     x, w = torch.randn(8, 16), torch.randn(4, 16)
-    assert ops.ONEDNN and ops.use_onednn(x, w)
+    assert ops.ONEDNN_OPS and ops.use_onednn(x, w)
     assert not ops.use_onednn(x.double(), w.double())
+
+
+@pytest.mark.parametrize("capability, expected", [("avx2", False), ("avx512", True)])
+def test_onednn_only_on_cpus_with_avx512(capability, expected):
+    """On an AVX2-only CPU torch's own GEMM path (diffusers') is kept: oneDNN's was slower there for the text encoder.
+    ATEN_CPU_CAPABILITY lowers the capability torch reports, as on such a CPU."""
+    if not X86 or (capability == "avx512" and ops.CPU_CAPABILITY != "AVX512"):
+        pytest.skip("needs an x86 CPU with AVX-512 to compare both")
+    code = "from t2v_core import ops; print(ops.CPU_CAPABILITY, ops.ONEDNN)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "ATEN_CPU_CAPABILITY": capability}).stdout.split()
+    assert out == [capability.upper(), str(expected and ops.ONEDNN_OPS)]
 
 
 @pytest.mark.parametrize("bias", [True, False])
