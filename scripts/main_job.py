@@ -1,14 +1,20 @@
 """Start ComfyUI headless with this pack, queue workflows/text_to_video_api.json and print the video's path.
 
 Real weights are used when models/text2video (under --home) holds a checkpoint; otherwise a small random-weight
-smoke checkpoint is made and used, and everything it writes is labelled as such. --ui keeps ComfyUI running and
-prints the address of its page instead of exiting.
+smoke checkpoint is made and used, and everything it writes is labelled as such. --ui starts ComfyUI with the pack
+and keeps it serving at the printed address (open it in a browser) without queueing the job.
+
+The options are checked before anything is installed; then the runtime is set up (scripts/setup) and the job runs
+on the interpreter of .venv. However this script ends, the ComfyUI it started ends with it.
 """
 import argparse
+import ctypes
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,15 +23,15 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv"
 sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from t2v_core import CheckpointError, NoiseSchedule, Pipeline, detect_format, save_single_file  # noqa: E402
-from t2v_core.checkpoint import PICKLE_SUFFIXES  # noqa: E402
-from t2v_core.text_encoder import TextEncoder, TextEncoderConfig  # noqa: E402
-from t2v_core.unet3d import UNet3D, UNet3DConfig  # noqa: E402
-from t2v_core.vae import AutoencoderKL, VAEConfig  # noqa: E402
+RUN_TIMEOUT_S = 6 * 3600
+# The ranges of the shipped workflow's inputs, as the nodes declare them (tests/test_main_job.py holds them equal).
+FRAMES = (1, 4096)
+STEPS = (1, 999)
+SEED = (0, 0xFFFFFFFFFFFFFFFF)
+PORT = (1, 65535)
+log = logging.getLogger("main_job")
 
 SMOKE = "smoke-test-random-weights.safetensors"
 RUN_TIMEOUT_S = 6 * 3600
@@ -34,6 +40,13 @@ log = logging.getLogger("main_job")
 
 def make_smoke_checkpoint(path):
     """A tiny checkpoint with random weights in the project's one-file format: it proves the install, not the model."""
+    import torch
+
+    from t2v_core import NoiseSchedule, Pipeline, save_single_file
+    from t2v_core.text_encoder import TextEncoder, TextEncoderConfig
+    from t2v_core.unet3d import UNet3D, UNet3DConfig
+    from t2v_core.vae import AutoencoderKL, VAEConfig
+
     torch.manual_seed(0)
     unet = UNet3D(UNet3DConfig(block_out_channels=(32, 64), cross_attention=(True, False), layers_per_block=1,
                                context_dim=128, head_dim=8))
@@ -44,6 +57,9 @@ def make_smoke_checkpoint(path):
 
 def find_checkpoint(folder):
     """The first real checkpoint in ``folder``: a checkpoint folder or a single weights file."""
+    from t2v_core import CheckpointError, detect_format
+    from t2v_core.checkpoint import PICKLE_SUFFIXES
+
     for entry in sorted(folder.iterdir()):
         if entry.name == SMOKE or entry.name.startswith("."):
             continue
@@ -64,45 +80,114 @@ def request(url, data=None):
         return json.loads(r.read())
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line that names the option and what it takes, exit status 2 (argparse's own adds the usage)."""
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def whole_number(low, high):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {text!r}")
+        return value
+
+    return parse
+
+
+def parser():
+    parser = Parser(prog="scripts/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, default=REPO / "build" / "comfyui-home",
+                        help="ComfyUI's base folder (models/, output/, custom_nodes/); default build/comfyui-home")
+    parser.add_argument("--port", type=whole_number(*PORT), default=8188, help="port on 127.0.0.1 (default 8188)")
+    parser.add_argument("--prompt", default=None, help="what the video shows (default: the workflow's prompt)")
+    parser.add_argument("--frames", type=whole_number(*FRAMES), default=None,
+                        help=f"number of frames, {FRAMES[0]}-{FRAMES[1]} (default 16; 8 for the smoke test)")
+    parser.add_argument("--steps", type=whole_number(*STEPS), default=None,
+                        help=f"sampling steps, {STEPS[0]}-{STEPS[1]} (default 50; 4 for the smoke test)")
+    parser.add_argument("--seed", type=whole_number(*SEED), default=0, help="seed of the noise video (default 0)")
+    parser.add_argument("--ui", action="store_true",
+                        help="start ComfyUI and keep it serving at the printed address; queue nothing")
+    return parser
+
+
+def port_is_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def port_taken(port):
+    return SystemExit(f"Port {port} on 127.0.0.1 is already in use (another ComfyUI?); "
+                      f"stop that server or choose a free port with --port, e.g. --port {port + 1}")
+
+
+def end_with_parent():
+    """In the child, before exec: Linux sends it SIGTERM when this script's process ends, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_comfyui(home, port):
+    """ComfyUI 0.3.75 of build/ComfyUI serving ``home`` on 127.0.0.1:``port`` with this pack linked in."""
+    import torch
+
+    if not port_is_free(port):
+        raise port_taken(port)
     (home / "custom_nodes").mkdir(parents=True, exist_ok=True)
     link = home / "custom_nodes" / "ComfyUI-ModelScope-T2V"
     if link.is_symlink() and link.resolve() != REPO:
         link.unlink()  # a link to another checkout, or a broken one
     if not link.exists():
         link.symlink_to(REPO)
-    logfile = open(home / "comfyui.log", "w")
+    logfile = home / "comfyui.log"
+    log.info("Starting ComfyUI (log: %s)", logfile)
     process = subprocess.Popen(
         [sys.executable, "main.py", "--cpu" if not torch.cuda.is_available() else "--normalvram", "--listen", "127.0.0.1",
          "--port", str(port), "--base-directory", str(home), "--preview-method", "auto",
          "--database-url", "sqlite:///:memory:", "--disable-api-nodes"],
-        cwd=REPO / "build" / "ComfyUI", stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=REPO / "build" / "ComfyUI", stdout=open(logfile, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=end_with_parent)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         if process.poll() is not None:
-            sys.exit(f"ComfyUI stopped at start; see {home / 'comfyui.log'}")
+            if "address already in use" in logfile.read_text(errors="replace").lower():
+                raise port_taken(port)
+            raise SystemExit(f"ComfyUI stopped at start; see {logfile}")
         try:
             if "ModelScopeT2VSampler" in request(f"{url}/object_info/ModelScopeT2VSampler"):
                 return process, url
-            sys.exit(f"ComfyUI started without this pack's nodes; see {home / 'comfyui.log'}")
+            raise SystemExit(f"ComfyUI started without this pack's nodes; see {logfile}")
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.5)
-    sys.exit(f"ComfyUI did not answer on {url}; see {home / 'comfyui.log'}")
+    raise SystemExit(f"ComfyUI did not answer on {url}; see {logfile}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--home", type=Path, default=REPO / "build" / "comfyui-home",
-                        help="ComfyUI's base folder (models/, output/, custom_nodes/)")
-    parser.add_argument("--port", type=int, default=8188)
-    parser.add_argument("--prompt", default=None)
-    parser.add_argument("--frames", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ui", action="store_true", help="keep ComfyUI running and print its address")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def stop(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
+
+def exit_on_signal(signum, frame):
+    """SIGTERM and SIGHUP end the script like Ctrl-C does: through the ``finally`` that stops ComfyUI."""
+    raise SystemExit(128 + signum)
+
+
+def prepare_workflow(args):
+    """The shipped API workflow with the options applied, and the checkpoint it names."""
     models = args.home / "models" / "text2video"
     models.mkdir(parents=True, exist_ok=True)
     checkpoint = find_checkpoint(models)
@@ -121,52 +206,85 @@ def main():
         save["filename_prefix"] = "smoke-test-random-weights/video"
     else:
         log.info("Using the checkpoint %s", models / checkpoint)
+        import torch
+
         if not torch.cuda.is_available():
             log.info("No GPU: the full-size model on CPU takes minutes per step; try --frames 4 --steps 10 first.")
     loader["ckpt_name"] = checkpoint
     latent["seed"] = args.seed
     if args.prompt:
         workflow["2"]["inputs"]["text"] = args.prompt
-    if args.frames:
+    if args.frames is not None:
         latent["length"] = args.frames
-    if args.steps:
+    if args.steps is not None:
         sampler["steps"] = args.steps
+    return workflow, checkpoint
 
+
+def run_job(url, workflow, checkpoint, process, home):
+    """Queue the workflow, wait for it and return the path of the video."""
+    try:
+        prompt_id = request(f"{url}/prompt", {"prompt": workflow})["prompt_id"]
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"ComfyUI refused the workflow: {refusal(e)}") from None
+    log.info("Queued %s on %s; waiting for the video", prompt_id, checkpoint)
+    deadline = time.time() + RUN_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"ComfyUI stopped during the run; see {home / 'comfyui.log'}")
+        if time.time() > deadline:
+            raise SystemExit(f"The run did not finish within {RUN_TIMEOUT_S // 3600} hours")
+        history = request(f"{url}/history/{prompt_id}").get(prompt_id)
+        if history and history["status"]["status_str"] in ("success", "error"):
+            break
+        time.sleep(1)
+    if history["status"]["status_str"] != "success":
+        errors = [m[1].get("exception_message") for m in history["status"]["messages"] if m[0] == "execution_error"]
+        raise SystemExit("The workflow failed: " + "; ".join(e.strip() for e in errors if e))
+    item = history["outputs"]["7"]["images"][0]
+    return home / "output" / item["subfolder"] / item["filename"]
+
+
+def refusal(error):
+    """ComfyUI's 400 answer as one line per input it names."""
+    try:
+        body = json.loads(error.read())
+    except ValueError:
+        return str(error)
+    lines = [f"{e.get('message')}: {e.get('details')}" for node in body.get("node_errors", {}).values()
+             for e in node.get("errors", [])]
+    return "; ".join(lines) or body.get("error", {}).get("message", str(body))
+
+
+def in_venv():
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def main():
+    args = parser().parse_args()
+    if not in_venv():
+        setup = subprocess.run(["bash", str(REPO / "scripts" / "setup")])
+        if setup.returncode:
+            raise SystemExit(setup.returncode)
+        os.execv(VENV / "bin" / "python", [str(VENV / "bin" / "python"), __file__, *sys.argv[1:]])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    signal.signal(signal.SIGHUP, exit_on_signal)
+    if not port_is_free(args.port):
+        raise port_taken(args.port)
+    workflow, checkpoint = prepare_workflow(args)
     process, url = start_comfyui(args.home, args.port)
     try:
         if args.ui:
-            log.info("ComfyUI is running at %s (drag workflows/text_to_video.json onto the page). Ctrl-C stops it.", url)
+            log.info("ComfyUI is running at %s: open it in a browser and drag workflows/text_to_video.json onto "
+                     "the page. Ctrl-C stops it.", url)
             process.wait()
             return
-        try:
-            prompt_id = request(f"{url}/prompt", {"prompt": workflow})["prompt_id"]
-        except urllib.error.HTTPError as e:
-            sys.exit(f"ComfyUI refused the workflow: {e.read().decode(errors='replace')}")
-        log.info("Queued %s on %s", prompt_id, checkpoint)
-        deadline = time.time() + RUN_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                sys.exit(f"ComfyUI stopped during the run; see {args.home / 'comfyui.log'}")
-            if time.time() > deadline:
-                sys.exit(f"The run did not finish within {RUN_TIMEOUT_S // 3600} hours")
-            history = request(f"{url}/history/{prompt_id}").get(prompt_id)
-            if history and history["status"]["status_str"] in ("success", "error"):
-                break
-            time.sleep(1)
-        if history["status"]["status_str"] != "success":
-            errors = [m[1].get("exception_message") for m in history["status"]["messages"] if m[0] == "execution_error"]
-            sys.exit(f"The workflow failed: {errors}")
-        item = history["outputs"]["7"]["images"][0]
-        print(args.home / "output" / item["subfolder"] / item["filename"])
+        print(run_job(url, workflow, checkpoint, process, args.home))
     except KeyboardInterrupt:
-        pass
+        raise SystemExit(130) from None
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop(process)
 
 
 if __name__ == "__main__":

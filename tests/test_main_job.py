@@ -1,0 +1,122 @@
+"""scripts/run, the main job, as a new user meets it: bad options, a taken port, signals, what it says it does."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from comfyui import REPO, free_port
+from scripts import main_job
+
+RUN = ["bash", str(REPO / "scripts" / "run")]
+
+
+def run(*args, timeout=300):
+    return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--frames", "0", "--frames: must be a whole number from 1 to 4096, got '0'"),
+    ("--steps", "0", "--steps: must be a whole number from 1 to 999, got '0'"),
+    ("--frames", "many", "--frames: must be a whole number from 1 to 4096, got 'many'"),
+    ("--steps", "1000", "--steps: must be a whole number from 1 to 999, got '1000'"),
+    ("--seed", "-1", "--seed: must be a whole number from 0 to 18446744073709551615, got '-1'"),
+    ("--port", "70000", "--port: must be a whole number from 1 to 65535, got '70000'"),
+])
+def test_bad_options_are_refused_in_one_line(option, value, expected):
+    result = run(option, value, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+
+
+def test_option_ranges_are_the_nodes_ranges(comfy):
+    info = comfy.get("/object_info")
+    latent = info["ModelScopeT2VEmptyLatentVideo"]["input"]["required"]
+    sampler = info["ModelScopeT2VSampler"]["input"]["required"]
+    assert main_job.FRAMES == (latent["length"][1]["min"], latent["length"][1]["max"])
+    assert main_job.STEPS == (sampler["steps"][1]["min"], sampler["steps"][1]["max"])
+    assert main_job.SEED == (latent["seed"][1]["min"], latent["seed"][1]["max"])
+
+
+def test_the_main_job_says_what_it_does_and_prints_the_video(tmp_path):
+    result = run("--home", str(tmp_path), "--port", str(free_port()), "--frames", "2", "--steps", "1")
+    assert result.returncode == 0, result.stderr
+    video = Path(result.stdout.strip())
+    assert video.suffix == ".mp4" and video.stat().st_size > 0 and video.is_relative_to(tmp_path / "output")
+    for step in ("RANDOM-WEIGHT SMOKE-TEST", "Starting ComfyUI", "Queued"):
+        assert step in result.stderr
+
+
+def test_a_taken_port_is_named_with_the_option_to_change_it(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("--home", str(tmp_path), "--port", str(port), timeout=120)
+    assert result.returncode != 0
+    assert f"Port {port} on 127.0.0.1 is already in use" in result.stderr and "--port" in result.stderr, result.stderr
+    assert "comfyui.log" not in result.stderr
+
+
+def port_serves(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text().split()
+    return stat[2] != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_the_ui_server_ends_with_the_script(tmp_path, signum):
+    """SIGTERM ends the script through its cleanup; even SIGKILL, which nothing can catch, takes ComfyUI along."""
+    port = free_port()
+    script = subprocess.Popen([*RUN, "--ui", "--home", str(tmp_path), "--port", str(port)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in script.stderr:
+            if "ComfyUI is running at" in line:
+                break
+        else:
+            pytest.fail(f"scripts/run --ui ended with {script.wait()} before serving")
+        assert port_serves(port)
+        (server,) = children(script.pid)
+        script.send_signal(signum)
+        script.wait(60)
+        deadline = time.time() + 30
+        while (alive(server) or port_serves(port)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not alive(server) and not port_serves(port)
+    finally:
+        if script.poll() is None:
+            script.kill()
+
+
+def test_setup_says_what_it_does_stage_by_stage(tmp_path):
+    """A first run installs for minutes: every stage is announced. A run with nothing to do prints nothing."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "setup", tmp_path / "scripts" / "setup")
+    shutil.copy(REPO / "requirements.txt", tmp_path / "requirements.txt")
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")  # installed already: pip finds every requirement met
+    first = subprocess.run(["bash", str(tmp_path / "scripts" / "setup")], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    stages = [line for line in first.stderr.splitlines() if line.startswith("setup: ")]
+    assert [s.split()[1] for s in stages] == ["updating", "fetching", "installing", "runtime"], first.stderr
+    again = subprocess.run(["bash", str(tmp_path / "scripts" / "setup")], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and again.stderr == ""
