@@ -11,12 +11,12 @@ from . import ops as default_ops
 from .ops import cast, geglu
 
 
-def attention(q, k, v, heads):
+def attention(q, k, v, heads, causal=False):
     """Scaled dot-product attention over ``heads`` heads: [B, N, heads*d] x [B, M, heads*d] -> [B, N, heads*d]."""
     b, n, inner = q.shape
     d = inner // heads
     q, k, v = (t.view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))  # -> [B, heads, N, d]
-    out = F.scaled_dot_product_attention(q, k, v)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     return out.transpose(1, 2).reshape(b, n, inner)
 
 

@@ -14,6 +14,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 
 from . import ops as default_ops
+from .attention import attention
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,11 @@ class TextEncoderConfig:
 
 
 class SelfAttention(nn.Module):
-    """Causal multi-head self-attention with a packed q/k/v projection (``nn.MultiheadAttention``'s layout)."""
+    """Causal multi-head self-attention with a packed q/k/v projection (``nn.MultiheadAttention``'s layout).
+
+    The packed weight is applied as three projections (row views, no copy): at the text encoder's 154 rows MKL
+    runs three [1024, 1024] products in about half the time of one [3072, 1024].
+    """
 
     def __init__(self, width, heads, ops=default_ops):
         super().__init__()
@@ -38,11 +43,10 @@ class SelfAttention(nn.Module):
         self.out_proj = ops.Linear(width, width)
 
     def forward(self, x):
-        b, n, width = x.shape
-        qkv = default_ops.linear(x, default_ops.cast(self.in_proj_weight, x), default_ops.cast(self.in_proj_bias, x))
-        q, k, v = qkv.view(b, n, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)  # -> 3 x [B, heads, N, d]
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, width))
+        weights = default_ops.cast(self.in_proj_weight, x).chunk(3)
+        biases = default_ops.cast(self.in_proj_bias, x).chunk(3)
+        q, k, v = (default_ops.linear(x, w, b) for w, b in zip(weights, biases))  # 3 x [B, N, width]
+        return self.out_proj(attention(q, k, v, self.heads, causal=True))
 
 
 class MLP(nn.Module):
