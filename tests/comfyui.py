@@ -15,6 +15,8 @@ from pathlib import Path
 
 import websocket
 
+from scripts.main_job import end_with_parent
+
 REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "ComfyUI-ModelScope-T2V"
 BASELINE = REPO / "build" / "ComfyUI"  # 0.3.75 from PyPI (scripts/setup)
@@ -81,7 +83,8 @@ class Server:
             [host.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
              "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:", "--disable-api-nodes",
              "--preview-method", "auto", *frontend],
-            cwd=host.root, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=host.root, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=end_with_parent)  # a test run killed without its teardown leaves no server behind
         self.wait_ready()
 
     def wait_ready(self, timeout=120):
