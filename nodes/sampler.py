@@ -1,5 +1,15 @@
-"""The spatio-temporal UNet sampler node."""
+"""The spatio-temporal UNet sampler node.
+
+Without a core scheduler it walks t2v_core's samplers on the reference DDIM grid (diffusers' and the original's
+results). With one it samples through ComfyUI's own ``comfy.sample.sample``, as core KSampler does, so the
+MODEL's patches (context windows, CFG functions, model sampling overrides) and the latent's ``noise_mask`` apply
+and core KSampler's result comes out for the same noise, sampler, scheduler and seed.
+"""
+import logging
+
 import comfy.model_management as mm
+import comfy.sample
+import comfy.samplers
 import comfy.utils
 import torch
 from comfy_api.latest import io
@@ -10,6 +20,13 @@ from .loader import CATEGORY
 from .model import require_t2v_model
 from .preview import strip_previewer
 from .validation import check_choices
+
+REFERENCE = "modelscope"  # the reference grid: the node's behaviour before core schedulers were offered
+SCHEDULERS = [REFERENCE, *comfy.samplers.KSampler.SCHEDULERS]
+# model_options that only ComfyUI's sampling applies (set by ContextWindowsManual, RescaleCFG, CFG guiders, ...).
+SAMPLING_HOOKS = ("context_handler", "sampler_cfg_function", "sampler_pre_cfg_function", "sampler_post_cfg_function",
+                  "sampler_calc_cond_batch_function", "model_function_wrapper")
+log = logging.getLogger(__name__)
 
 
 def context_of(conditioning, input_name, width):
@@ -73,18 +90,27 @@ class Sampler(io.ComfyNode):
                                      "euler_ancestral / eta noise."),
                 io.Float.Input("eta", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
                                tooltip="DDIM only: 0 is deterministic (the original), 1 adds DDPM-like noise each step."),
+                io.Combo.Input("scheduler", options=SCHEDULERS, default=REFERENCE, optional=True,
+                               tooltip="modelscope: the original's timestep grid and samplers (diffusers' results). "
+                                       "A core scheduler (karras, normal, ...) samples as core KSampler does, with "
+                                       "the MODEL's patches (context windows, CFG functions) and the same result "
+                                       "for the same seed; eta is then not used."),
             ],
             outputs=[io.Latent.Output(tooltip="The denoised video latents.")],
         )
 
     @classmethod
-    def validate_inputs(cls, sampler_name):
-        return check_choices(sampler_name=(sampler_name, list(t2v_core.SAMPLERS)))
+    def validate_inputs(cls, sampler_name, scheduler=REFERENCE):
+        return check_choices(sampler_name=(sampler_name, list(t2v_core.SAMPLERS)), scheduler=(scheduler, SCHEDULERS))
 
     @classmethod
     def execute(cls, model, positive, negative, latent, steps, cfg, sampler_name, denoise, noise=None, seed=0,
-                eta=0.0) -> io.NodeOutput:
+                eta=0.0, scheduler=REFERENCE) -> io.NodeOutput:
         t2v = require_t2v_model(model)
+        if scheduler != REFERENCE:
+            return io.NodeOutput(sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name,
+                                                scheduler, denoise, seed))
+        warn_unapplied_hooks(model)
         generator = torch.Generator("cpu").manual_seed(seed)  # the starting noise, then any per-step noise
         noise_samples, init = start_noise(latent, noise, denoise, generator)
         width = t2v.diffusion_model.unet.config.context_dim
@@ -104,3 +130,38 @@ class Sampler(io.ComfyNode):
             sampler=sampler_name, eta=eta, denoise=denoise, init_latents=init,
             generator=generator, callback=callback, device=model.load_device)
         return io.NodeOutput({"samples": latents.to(mm.intermediate_device())})
+
+
+def warn_unapplied_hooks(model):
+    """The reference grid runs t2v_core's samplers, not ComfyUI's sampling: say which patches that leaves out."""
+    hooks = [name for name in SAMPLING_HOOKS if model.model_options.get(name)]
+    if hooks:
+        log.warning("ModelScope T2V Sampler: the MODEL carries %s (from core nodes such as ContextWindowsManual or "
+                    "RescaleCFG); scheduler 'modelscope' walks the reference grid without ComfyUI's sampling hooks, "
+                    "so they are not applied. Choose a core scheduler (karras, normal, ...) to apply them.",
+                    ", ".join(hooks))
+
+
+def sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name, scheduler, denoise, seed):
+    """``comfy.sample.sample`` as core KSampler calls it. The pack's noise video at denoise 1.0 is the noise itself
+    (core's ``prepare_noise`` draws the same bits from the same seed) on an empty latent."""
+    samples = video_latents(latent, "latent")
+    if noise is not None:
+        noise_samples, _ = start_noise(latent, noise, denoise, None)
+    elif latent.get("t2v_noise") and denoise == 1.0:
+        noise_samples, samples = samples, torch.zeros_like(samples)
+    else:
+        noise_samples = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+    bar = comfy.utils.ProgressBar(steps)
+    preview = strip_previewer(t2v.latent_format)
+
+    def callback(step, denoised, x, total):
+        mm.throw_exception_if_processing_interrupted()
+        bar.update_absolute(step + 1, total, preview(denoised) if preview else None)
+
+    result = comfy.sample.sample(model, noise_samples, steps, cfg, sampler_name, scheduler, positive, negative, samples,
+                                 denoise=denoise, noise_mask=latent.get("noise_mask"), callback=callback,
+                                 disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    out = {key: value for key, value in latent.items() if key != "t2v_noise"}
+    out["samples"] = result.to(mm.intermediate_device())
+    return out

@@ -28,7 +28,8 @@ def main(url):
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(url)
-        page.wait_for_function("window.app && window.app.graph", timeout=60000)
+        page.wait_for_function("window.app && window.app.graph && window.app.extensionManager?.workflow?.activeWorkflow",
+                               timeout=60000)
         for api_file in sorted(WORKFLOWS.glob("*_api.json")):
             page.evaluate("async (api) => { app.graph.clear(); await app.loadApiJson(api, 'workflow.json'); }",
                           json.loads(api_file.read_text()))

@@ -1,0 +1,92 @@
+"""The pack's sampler with a core scheduler samples as core KSampler does: the same frames from the same seed, and
+the MODEL's patches (context windows, CFG functions) change both alike. Without one it keeps the reference grid."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_comfyui_nodes import SAMPLER, outputs_of
+from workflows import tiny_text_to_video
+
+LENGTH = 6
+
+
+def frames(comfy, prompt):
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    return np.stack([np.asarray(Image.open(comfy.output_path(item))) for item in outputs_of(entry)]).astype(np.float32)
+
+
+def pack_graph(seed, sampler_name, scheduler, steps=4):
+    """The shipped workflow: the pack's noise video, drawn from ``seed``, into the pack's sampler."""
+    prompt, _ = tiny_text_to_video(width=32, height=32, length=LENGTH, steps=steps, seed=seed)
+    prompt[SAMPLER]["inputs"].update(sampler_name=sampler_name, scheduler=scheduler, seed=seed)
+    return prompt
+
+
+def core_graph(seed, sampler_name, scheduler, steps=4):
+    """The shipped core KSampler workflow: an empty latent, core's noise from ``seed``."""
+    prompt, _ = tiny_text_to_video(width=32, height=32, length=LENGTH, steps=steps, seed=seed,
+                                   name="text_to_video_ksampler_api.json")
+    prompt["5"]["inputs"].update(sampler_name=sampler_name, scheduler=scheduler, seed=seed)
+    return prompt
+
+
+def patched(prompt, sampler_id, node_type, inputs):
+    """``prompt`` with ``node_type`` (a core MODEL patch) between the loader and the sampler."""
+    prompt["80"] = {"class_type": node_type, "inputs": {"model": ["1", 0], **inputs}}
+    prompt[sampler_id]["inputs"]["model"] = ["80", 0]
+    return prompt
+
+
+def default_of(spec):
+    """The default /object_info gives for an input, or a combo's first option."""
+    kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+    if "default" in options:
+        return options["default"]
+    return (kind if isinstance(kind, list) else options["options"])[0]
+
+
+def context_windows(comfy):
+    """ContextWindowsManual over the frames axis with windows shorter than the clip, its other inputs at defaults."""
+    spec = comfy.get("/object_info/ContextWindowsManual")["ContextWindowsManual"]["input"]
+    inputs = {name: default_of(options) for name, options in {**spec["required"], **spec.get("optional", {})}.items()
+              if name != "model"}
+    inputs.update(context_length=4, context_overlap=2, dim=2)
+    return inputs
+
+
+@pytest.mark.parametrize("sampler_name, scheduler", [("euler", "karras"), ("euler_ancestral", "normal"),
+                                                     ("dpmpp_2m", "karras"), ("dpmpp_2m", "simple")])
+def test_same_frames_as_core_ksampler(comfy, sampler_name, scheduler):
+    seed = 1234
+    ours = frames(comfy, pack_graph(seed, sampler_name, scheduler))
+    core = frames(comfy, core_graph(seed, sampler_name, scheduler))
+    assert ours.std() > 2
+    assert np.abs(ours - core).max() <= 2, np.abs(ours - core).max()
+
+
+def test_a_core_scheduler_differs_from_the_reference_grid(comfy):
+    """The default walks the original's grid (the other tests hold it to diffusers); a scheduler is a real choice."""
+    reference = frames(comfy, pack_graph(7, "euler", "modelscope"))
+    karras = frames(comfy, pack_graph(7, "euler", "karras"))
+    assert np.abs(reference - karras).max() > 10
+
+
+@pytest.mark.parametrize("node_type", ["ContextWindowsManual", "RescaleCFG"])
+def test_model_patches_apply_as_in_core_ksampler(comfy, node_type):
+    inputs = context_windows(comfy) if node_type == "ContextWindowsManual" else {"multiplier": 0.7}
+    seed = 99
+    plain = frames(comfy, pack_graph(seed, "euler", "karras"))
+    ours = frames(comfy, patched(pack_graph(seed, "euler", "karras"), SAMPLER, node_type, inputs))
+    core = frames(comfy, patched(core_graph(seed, "euler", "karras"), "5", node_type, inputs))
+    assert np.abs(ours - plain).max() > 10, f"{node_type} changed nothing"
+    assert np.abs(ours - core).max() <= 2, np.abs(ours - core).max()
+
+
+def test_patches_the_reference_grid_cannot_apply_are_named(comfy):
+    """scheduler 'modelscope' runs t2v_core's samplers: a CFG patch is left out, and the log says so."""
+    plain = frames(comfy, pack_graph(5, "euler", "modelscope"))
+    rescaled = frames(comfy, patched(pack_graph(5, "euler", "modelscope"), SAMPLER, "RescaleCFG", {"multiplier": 0.7}))
+    assert np.array_equal(plain, rescaled)
+    assert "the MODEL carries sampler_cfg_function" in comfy.log_text()
+    assert "Choose a core scheduler" in comfy.log_text()
