@@ -19,6 +19,7 @@ from torch import nn
 
 from .. import t2v_core
 from ..t2v_core.pipeline import DTYPES
+from .patches import block_patches
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class T2VModelConfig(comfy.supported_models_base.BASE):
 
 
 class DiffusionModel(nn.Module):
-    """The ``diffusion_model`` interface core samplers call, over the t2v_core UNet."""
+    """The ``diffusion_model`` interface core samplers call, over the t2v_core UNet, with the MODEL's block
+    patches (FreeU, FreeU_V2) applied."""
 
     def __init__(self, unet):
         super().__init__()
@@ -53,15 +55,16 @@ class DiffusionModel(nn.Module):
     def dtype(self):
         return self.unet.dtype
 
-    def forward(self, x, timesteps, context=None, **kwargs):
-        return self.unet(x, timesteps, context)
+    def forward(self, x, timesteps, context=None, transformer_options=None, **kwargs):
+        return self.unet(x, timesteps, context, patches=block_patches(transformer_options or {}))
 
 
 class T2VModel(comfy.model_base.BaseModel):
     """A ModelScope T2V UNet as a core model; ``schedule`` and ``compute_dtype`` are what our sampler needs."""
 
     def __init__(self, unet, schedule, compute_dtype, device=None):
-        config = T2VModelConfig({"disable_unet_model_creation": True})
+        # model_channels: what core patch nodes (FreeU, FreeU_V2) read to find the UNet's levels
+        config = T2VModelConfig({"disable_unet_model_creation": True, "model_channels": unet.config.block_out_channels[0]})
         if unet.dtype != compute_dtype:
             config.manual_cast_dtype = compute_dtype  # 16-bit weights computed in a wider dtype
         super().__init__(config, comfy.model_base.ModelType.EPS, device=device)

@@ -3,7 +3,8 @@
 Without a core scheduler it walks t2v_core's samplers on the reference DDIM grid (diffusers' and the original's
 results). With one it samples through ComfyUI's own ``comfy.sample.sample``, as core KSampler does, so the
 MODEL's patches (context windows, CFG functions, model sampling overrides) and the latent's ``noise_mask`` apply
-and core KSampler's result comes out for the same noise, sampler, scheduler and seed.
+and core KSampler's result comes out for the same noise, sampler, scheduler and seed. The UNet's block patches
+(FreeU, FreeU_V2) apply on both paths.
 """
 import logging
 
@@ -18,6 +19,7 @@ from .. import t2v_core
 from .latent import video_latents
 from .loader import CATEGORY
 from .model import require_t2v_model
+from .patches import block_patches
 from .preview import strip_previewer
 from .validation import check_choices
 
@@ -128,7 +130,8 @@ class Sampler(io.ComfyNode):
         latents = t2v_core.sample(
             unet, t2v.schedule, noise_samples, context.to(t2v.compute_dtype), steps=steps, guidance_scale=cfg,
             sampler=sampler_name, eta=eta, denoise=denoise, init_latents=init,
-            generator=generator, callback=callback, device=model.load_device)
+            generator=generator, callback=callback, device=model.load_device,
+            patches=block_patches(dict(model.model_options.get("transformer_options", {}))))
         return io.NodeOutput({"samples": latents.to(mm.intermediate_device())})
 
 

@@ -3,9 +3,10 @@ from .checkpoint import CheckpointError
 from .generate import generate, initial_noise, sample
 from .loading import detect_format, load_pipeline, load_unet, load_vae, save_single_file
 from .memory import NotEnoughMemory
+from .patches import BlockPatches, freeu
 from .pipeline import Pipeline
 from .samplers import SAMPLERS
 from .schedule import NoiseSchedule
 
-__all__ = ["CheckpointError", "NoiseSchedule", "NotEnoughMemory", "Pipeline", "SAMPLERS", "detect_format", "generate",
-           "initial_noise", "load_pipeline", "load_unet", "load_vae", "sample", "save_single_file"]
+__all__ = ["BlockPatches", "CheckpointError", "NoiseSchedule", "NotEnoughMemory", "Pipeline", "SAMPLERS", "detect_format",
+           "freeu", "generate", "initial_noise", "load_pipeline", "load_unet", "load_vae", "sample", "save_single_file"]

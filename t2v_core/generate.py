@@ -1,4 +1,6 @@
 """Text to video: prompt encoding, seeded noise, a guided sampler and decoding, as the reference pipelines do."""
+from functools import partial
+
 import torch
 
 from .memory import check_fits, sampling_bytes
@@ -80,13 +82,15 @@ def guided_model(unet, context, guidance_scale):
 
 @torch.no_grad()
 def sample(unet, schedule, noise, context, *, steps=50, guidance_scale=9.0, sampler="ddim", eta=0.0, denoise=1.0,
-           init_latents=None, generator=None, callback=None, context_frames=None, context_overlap=4, device=None):
+           init_latents=None, generator=None, callback=None, context_frames=None, context_overlap=4, device=None,
+           patches=None):
     """Run a sampler from ``noise`` (or from ``init_latents`` noised to the ``denoise`` level) to clean latents.
 
     ``context``: [2, 77, D], the negative prompt then the prompt, in the compute dtype. Runs where ``unet`` is;
     latents stay float32 between steps. ``context_frames``: opt-in sliding window for clips longer than memory
     allows (see ``windowed``); None runs the whole clip at once, as the model was trained. ``device``: where to
     compute, when a host keeps part of the weights elsewhere (default: where the UNet's weights are).
+    ``patches``: ``BlockPatches`` for every UNet call (``freeu``, a host's block patches).
     """
     sample_fn = get_sampler(sampler)
     timesteps = schedule.timesteps(steps, denoise)
@@ -98,19 +102,21 @@ def sample(unet, schedule, noise, context, *, steps=50, guidance_scale=9.0, samp
     x = noise.to(device, torch.float32)
     if init_latents is not None:
         x = schedule.add_noise(init_latents.to(device, torch.float32), x, timesteps[0])
-    model = guided_model(windowed(unet, context_frames, context_overlap), context.to(device), guidance_scale)
+    net = partial(unet, patches=patches) if patches is not None else unet
+    model = guided_model(windowed(net, context_frames, context_overlap), context.to(device), guidance_scale)
     extra = {"eta": eta} if sampler == "ddim" else {}  # euler_ancestral keeps its own full ancestral noise
     return sample_fn(model, x, timesteps, schedule, generator=generator, callback=callback, **extra)
 
 
 def generate(pipe, prompt, negative_prompt="", num_frames=16, height=256, width=256, steps=50, guidance_scale=9.0,
-             seed=0, sampler="ddim", eta=0.0, callback=None, context_frames=None, context_overlap=4):
-    """A video [F, H, W, 3] float in 0..1 for ``prompt``; "ddim" reproduces diffusers' TextToVideoSDPipeline."""
+             seed=0, sampler="ddim", eta=0.0, callback=None, context_frames=None, context_overlap=4, patches=None):
+    """A video [F, H, W, 3] float in 0..1 for ``prompt``; "ddim" reproduces diffusers' TextToVideoSDPipeline.
+    ``patches``: e.g. ``freeu(pipe.unet.config, s1=0.9, s2=0.2, b1=1.1, b2=1.2)``."""
     scale_factor = pipe.vae_scale_factor
     check_video_size(num_frames, height, width, scale_factor)
     noise, generator = initial_noise(seed, num_frames, height, width, scale_factor)
     context = pipe.encode_prompt([negative_prompt, prompt])
     latents = sample(pipe.unet, pipe.schedule, noise, context, steps=steps, guidance_scale=guidance_scale,
                      sampler=sampler, eta=eta, generator=generator, callback=callback, context_frames=context_frames,
-                     context_overlap=context_overlap)
+                     context_overlap=context_overlap, patches=patches)
     return pipe.decode(latents)[0]

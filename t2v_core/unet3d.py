@@ -16,6 +16,7 @@ from torch import nn
 
 from . import ops as default_ops
 from .attention import TransformerBlock
+from .patches import Skips
 from .resnet import ResBlock, Upsample
 
 
@@ -185,15 +186,12 @@ class DownStage(Stage):
         super().__init__(in_channels, out_channels, cfg.layers_per_block, cfg, attention, embed_dim, ops=ops)
         self.downsamplers = nn.ModuleList([Downsample(out_channels, ops=ops)]) if downsample else None
 
-    def forward(self, h, emb, context, num_frames):
-        skips = []
+    def forward(self, h, skips, emb, context, num_frames):
         for i in range(len(self.resnets)):
-            h = self.layer(i, h, emb, context, num_frames)
-            skips.append(h)
+            h = skips.push(self.layer(i, h, emb, context, num_frames))
         if self.downsamplers is not None:
-            h = self.downsamplers[0](h)
-            skips.append(h)
-        return h, skips
+            h = skips.push(self.downsamplers[0](h))
+        return h
 
 
 class MidStage(nn.Module):
@@ -221,15 +219,18 @@ class UpStage(Stage):
 
     def forward(self, h, skips, emb, context, num_frames):
         for i in range(len(self.resnets)):
-            h = torch.cat([h, skips.pop()], dim=1)  # h first, then the skip
+            h = torch.cat(skips.pop(h), dim=1)  # h first, then the skip
             h = self.layer(i, h, emb, context, num_frames)
         if self.upsamplers is not None:
-            h = self.upsamplers[0](h, size=skips[-1].shape[-2:])
+            h = self.upsamplers[0](h, size=skips.next_size())
         return h
 
 
 class UNet3D(nn.Module):
-    """eps = unet(latents [B, C, F, h, w], timesteps [B], context [B, 77, D]) -> [B, C, F, h, w]."""
+    """eps = unet(latents [B, C, F, h, w], timesteps [B], context [B, 77, D]) -> [B, C, F, h, w].
+
+    ``patches``: optional ``BlockPatches`` run at the skip connections (FreeU, a host's block patches).
+    """
 
     def __init__(self, cfg: UNet3DConfig, ops=default_ops):
         super().__init__()
@@ -273,7 +274,7 @@ class UNet3D(nn.Module):
             if isinstance(module, (SpatialTransformer, TemporalTransformer)):
                 module.chunk_tokens = tokens
 
-    def forward(self, latents, timesteps, context):
+    def forward(self, latents, timesteps, context, patches=None):
         batch, _, num_frames, _, _ = latents.shape
         dtype = context.dtype
         emb = self.time_embedding(timestep_embedding(timesteps.expand(batch), self.config.block_out_channels[0]).to(dtype))
@@ -281,11 +282,10 @@ class UNet3D(nn.Module):
         context = context.repeat_interleave(num_frames, dim=0)  # [B, 77, D] -> [(B F), 77, D]
 
         h = rearrange(latents.to(dtype), "b c f h w -> (b f) c h w")
-        h = self.transformer_in(self.conv_in(h), num_frames)
-        skips = [h]
+        skips = Skips(patches)
+        h = skips.push(self.transformer_in(self.conv_in(h), num_frames))
         for block in self.down_blocks:
-            h, block_skips = block(h, emb, context, num_frames)
-            skips += block_skips
+            h = block(h, skips, emb, context, num_frames)
         h = self.mid_block(h, emb, context, num_frames)
         for block in self.up_blocks:
             h = block(h, skips, emb, context, num_frames)

@@ -90,3 +90,27 @@ def test_patches_the_reference_grid_cannot_apply_are_named(comfy):
     assert np.array_equal(plain, rescaled)
     assert "the MODEL carries sampler_cfg_function" in comfy.log_text()
     assert "Choose a core scheduler" in comfy.log_text()
+
+
+FREEU = {"FreeU": {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}, "FreeU_V2": {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}}
+
+
+@pytest.mark.parametrize("node_type", sorted(FREEU))
+def test_freeu_changes_both_samplers_as_in_core_ksampler(comfy, node_type):
+    """FreeU patches the UNet's skip connections (output_block_patch): it acts on the reference grid too."""
+    seed, inputs = 21, FREEU[node_type]
+    plain = frames(comfy, pack_graph(seed, "euler", "karras"))
+    ours = frames(comfy, patched(pack_graph(seed, "euler", "karras"), SAMPLER, node_type, inputs))
+    core = frames(comfy, patched(core_graph(seed, "euler", "karras"), "5", node_type, inputs))
+    assert np.abs(ours - plain).max() > 10, f"{node_type} changed nothing"
+    assert np.abs(ours - core).max() <= 2, np.abs(ours - core).max()
+    reference = frames(comfy, pack_graph(seed, "ddim", "modelscope"))
+    reference_freeu = frames(comfy, patched(pack_graph(seed, "ddim", "modelscope"), SAMPLER, node_type, inputs))
+    assert np.abs(reference_freeu - reference).max() > 10
+
+
+def test_attention_patches_the_unet_cannot_apply_are_named(comfy):
+    """PerturbedAttentionGuidance replaces self-attention, which this UNet does not expose: one warning says so."""
+    prompt = patched(pack_graph(3, "euler", "karras"), SAMPLER, "PerturbedAttentionGuidance", {"scale": 3.0})
+    frames(comfy, prompt)
+    assert "cannot apply: attn1 replacement" in comfy.log_text()

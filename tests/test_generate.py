@@ -28,6 +28,24 @@ def test_generate_matches_diffusers_pipeline(layout, checkpoints):
     assert video.std() > 0.01
 
 
+def test_generate_with_freeu_matches_diffusers_pipeline(checkpoints):
+    """FreeU through ``patches``, against the pipeline whose UNet has ``enable_freeu`` with the same values."""
+    from diffusers import TextToVideoSDPipeline
+
+    factors = dict(s1=0.9, s2=0.2, b1=1.1, b2=1.2)
+    ref = TextToVideoSDPipeline.from_pretrained(checkpoints["diffusers"])
+    ref.set_progress_bar_config(disable=True)
+    ref.unet.enable_freeu(**factors)
+    expected = ref(PROMPT, num_frames=3, height=32, width=48, num_inference_steps=4, guidance_scale=9.0,
+                   generator=torch.Generator("cpu").manual_seed(42), output_type="np").frames[0]
+    pipe = t2v_core.load_pipeline(checkpoints["diffusers"])
+    video = t2v_core.generate(pipe, PROMPT, num_frames=3, height=32, width=48, steps=4, guidance_scale=9.0, seed=42,
+                              patches=t2v_core.freeu(pipe.unet.config, **factors))
+    plain = t2v_core.generate(pipe, PROMPT, num_frames=3, height=32, width=48, steps=4, guidance_scale=9.0, seed=42)
+    assert np.abs(video.numpy() - expected).max() <= 1 / 255
+    assert np.abs(video.numpy() - plain.numpy()).max() > 4 / 255
+
+
 def test_negative_prompt_and_guidance_match_diffusers(checkpoints):
     from diffusers import TextToVideoSDPipeline
 

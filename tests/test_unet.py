@@ -65,3 +65,45 @@ def test_unet_odd_latent_size_follows_skip_sizes(truth):
     latents, timesteps, context = inputs(unet.config, batch=1, frames=2, size=9)
     with torch.no_grad():
         assert unet(latents, timesteps, context).shape == latents.shape
+
+
+def test_freeu_matches_diffusers(checkpoints):
+    """t2v_core.freeu has diffusers' enable_freeu(s1, s2, b1, b2) meaning (the paper's SD 2.1 values)."""
+    from diffusers import UNet3DConditionModel
+
+    ref = UNet3DConditionModel.from_pretrained(checkpoints["diffusers"] / "unet").eval()
+    pipe = t2v_core.load_pipeline(checkpoints["diffusers"])
+    latents, timesteps, context = inputs(pipe.unet.config, size=16)
+    factors = dict(s1=0.9, s2=0.2, b1=1.1, b2=1.2)
+    ref.enable_freeu(**factors)
+    with torch.no_grad():
+        expected = ref(latents, timesteps, context).sample
+        got = pipe.unet(latents, timesteps, context, patches=t2v_core.freeu(pipe.unet.config, **factors))
+        plain = pipe.unet(latents, timesteps, context)
+    assert (got - expected).abs().max().item() <= TOL
+    assert (got - plain).abs().max().item() > 100 * TOL
+
+
+def test_block_patches_see_every_skip_in_order():
+    """Input patches run as each skip is kept, output patches as each is concatenated back, with running indices;
+    patches that return what they got change nothing."""
+    from t2v_core.patches import BlockPatches
+
+    unet = tiny.unet()
+    latents, timesteps, context = inputs(unet.config)
+    pushed, popped = [], []
+
+    def on_input(h, index):
+        pushed.append((index, h.shape[1]))
+        return h
+
+    def on_output(h, skip, index):
+        popped.append((index, skip.shape[1]))
+        return h, skip
+
+    with torch.no_grad():
+        plain = unet(latents, timesteps, context)
+        patched = unet(latents, timesteps, context, patches=BlockPatches((on_input,), (on_output,)))
+    assert torch.equal(plain, patched)
+    assert [i for i, _ in pushed] == list(range(len(pushed))) and [i for i, _ in popped] == list(range(len(pushed)))
+    assert [c for _, c in popped] == [c for _, c in reversed(pushed)]  # last in, first out
