@@ -36,11 +36,19 @@ class T2VLatentFormat(comfy.latent_formats.SD15):
 
 
 class T2VModelConfig(comfy.supported_models_base.BASE):
+    """The host's view of a loaded checkpoint: its noise schedule and UNet width come from the checkpoint itself."""
+
     unet_config = {"disable_unet_model_creation": True}  # the UNet is ours, built by t2v_core
     unet_extra_config = {}
     latent_format = T2VLatentFormat
-    sampling_settings = {"beta_schedule": "linear", "linear_start": 0.00085, "linear_end": 0.012, "timesteps": 1000}
     memory_usage_factor = 2.0
+
+    def __init__(self, unet, schedule):
+        # model_channels: what core patch nodes (FreeU, FreeU_V2) read to find the UNet's levels
+        super().__init__({"disable_unet_model_creation": True, "model_channels": unet.config.block_out_channels[0]})
+        # core's "linear" betas are sqrt-linear: the schedule's "scaled_linear"
+        self.sampling_settings = {"beta_schedule": "linear", "linear_start": schedule.beta_start,
+                                  "linear_end": schedule.beta_end, "timesteps": schedule.num_train_timesteps}
 
 
 class DiffusionModel(nn.Module):
@@ -63,8 +71,7 @@ class T2VModel(comfy.model_base.BaseModel):
     """A ModelScope T2V UNet as a core model; ``schedule`` and ``compute_dtype`` are what our sampler needs."""
 
     def __init__(self, unet, schedule, compute_dtype, device=None):
-        # model_channels: what core patch nodes (FreeU, FreeU_V2) read to find the UNet's levels
-        config = T2VModelConfig({"disable_unet_model_creation": True, "model_channels": unet.config.block_out_channels[0]})
+        config = T2VModelConfig(unet, schedule)
         if unet.dtype != compute_dtype:
             config.manual_cast_dtype = compute_dtype  # 16-bit weights computed in a wider dtype
         super().__init__(config, comfy.model_base.ModelType.EPS, device=device)

@@ -1,5 +1,8 @@
 """The pack's sampler with a core scheduler samples as core KSampler does: the same frames from the same seed, and
 the MODEL's patches (context windows, CFG functions) change both alike. Without one it keeps the reference grid."""
+import json
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -114,3 +117,23 @@ def test_attention_patches_the_unet_cannot_apply_are_named(comfy):
     prompt = patched(pack_graph(3, "euler", "karras"), SAMPLER, "PerturbedAttentionGuidance", {"scale": 3.0})
     frames(comfy, prompt)
     assert "cannot apply: attn1 replacement" in comfy.log_text()
+
+
+def test_core_sampling_follows_the_checkpoints_noise_schedule(comfy, checkpoints):
+    """The host's model sampling is built from the loaded checkpoint's schedule, not from a copy of the default."""
+    models = comfy.base / "models" / "text2video"
+    for name, beta_end in (("tiny-diffusers", None), ("tiny-diffusers-beta", 0.02)):
+        if not (models / name).exists():
+            shutil.copytree(checkpoints["diffusers"], models / name)
+            if beta_end is not None:
+                config = models / name / "scheduler" / "scheduler_config.json"
+                config.write_text(json.dumps({**json.loads(config.read_text()), "beta_end": beta_end}))
+
+    def run(name):
+        prompt = pack_graph(11, "euler", "normal")
+        prompt["1"]["inputs"]["ckpt_name"] = name
+        return frames(comfy, prompt)
+
+    default = run("tiny-t2v")
+    assert np.abs(run("tiny-diffusers") - default).max() <= 2
+    assert np.abs(run("tiny-diffusers-beta") - default).max() > 10
