@@ -4,7 +4,7 @@ import logging
 
 from .. import t2v_core
 
-APPLIED = {"input_block_patch": "input", "output_block_patch": "output"}
+APPLIED = ("input_block_patch", "output_block_patch")
 log = logging.getLogger(__name__)
 _warned = set()
 

@@ -270,8 +270,6 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     signal.signal(signal.SIGTERM, exit_on_signal)
     signal.signal(signal.SIGHUP, exit_on_signal)
-    if not port_is_free(args.port):
-        raise port_taken(args.port)
     workflow, checkpoint = prepare_workflow(args)
     process, url = start_comfyui(args.home, args.port)
     try:
