@@ -19,6 +19,7 @@ from torch import nn
 
 from .. import t2v_core
 from ..t2v_core.pipeline import DTYPES
+from .layers import OPS
 from .patches import block_patches
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def load_checkpoint(path, dtype_name="auto", vae_path=None):
     with _lock:
         checkpoint = _loaded.get(key)
         if checkpoint is None:
-            pipe = t2v_core.load_pipeline(path, device=mm.unet_offload_device(), dtype=dtype, vae=vae_path)
+            pipe = t2v_core.load_pipeline(path, device=mm.unet_offload_device(), dtype=dtype, vae=vae_path, ops=OPS)
             checkpoint = Checkpoint(pipe)
             _loaded[key] = checkpoint
             log.info("Loaded %s (compute dtype %s)", path, dtype)

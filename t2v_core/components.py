@@ -10,6 +10,7 @@ from functools import partial
 import torch
 
 from . import keymaps
+from . import ops as default_ops
 from .checkpoint import CheckpointError
 from .text_encoder import TextEncoder, TextEncoderConfig
 from .unet3d import UNet3D, UNet3DConfig
@@ -37,8 +38,14 @@ def file_key(keymap):
     return lambda key: keymap(key, ())[0][0]
 
 
-def storage_dtype(tensor, compute_dtype):
-    """Keep floating weights narrower than the compute dtype as they are (cast per layer); convert the rest."""
+def storage_dtype(tensor, compute_dtype, weight_dtype=None):
+    """Keep floating weights narrower than the compute dtype as they are (cast per layer); convert the rest.
+
+    ``weight_dtype`` (fp8): the dtype the matrices (linear and conv weights) are stored in, cast per layer; biases
+    and norms, 2 % of the weights, keep their precision.
+    """
+    if weight_dtype is not None and tensor.dtype.is_floating_point and tensor.ndim >= 2:
+        return weight_dtype
     if tensor.dtype.is_floating_point and tensor.dtype.itemsize < compute_dtype.itemsize:
         return tensor.dtype
     return compute_dtype
@@ -50,16 +57,20 @@ def file_layout(model, keymap):
 
 
 def export_state(model, keymap):
-    """``model``'s weights under the file names and shapes of ``keymap``'s layout (the inverse of loading)."""
+    """``model``'s weights under the file names and shapes of ``keymap``'s layout (the inverse of loading). A tensor
+    split into several keys is copied (a file may not hold views of one storage); the others are not."""
     weights, state = model.state_dict(), {}
     for key, parts in file_layout(model, keymap).items():
         tensor = weights[key]
-        pieces = tensor.split(parts[0][1][0]) if len(parts) > 1 else [tensor]
+        if len(parts) == 1:
+            state[parts[0][0]] = tensor.reshape(parts[0][1])
+            continue
+        pieces = tensor.split(parts[0][1][0])
         state.update({file_key: piece.reshape(shape).clone() for (file_key, shape), piece in zip(parts, pieces)})
     return state
 
 
-def assign_weights(model, state, keymap, source, dtype, ignored=lambda key: False):
+def assign_weights(model, state, keymap, source, dtype, ignored=lambda key: False, weight_dtype=None):
     """Move ``state`` (file names) into ``model`` (built on meta) through ``keymap``; refuse any mismatch."""
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     layout = file_layout(model, keymap)
@@ -80,7 +91,7 @@ def assign_weights(model, state, keymap, source, dtype, ignored=lambda key: Fals
     for key, parts in layout.items():
         tensors = [state[file_key] for file_key, _ in parts]
         tensor = (tensors[0] if len(tensors) == 1 else torch.cat(tensors)).reshape(shapes[key])
-        weights[key] = tensor.to(storage_dtype(tensor, dtype))
+        weights[key] = tensor.to(storage_dtype(tensor, dtype, weight_dtype))
     model.load_state_dict(weights, assign=True)
     return model.requires_grad_(False).eval()
 
@@ -132,13 +143,14 @@ def infer_unet_config(state, keymap, source, head_dim=None, norm_groups=32):
     )
 
 
-def build_unet(state, layout, source, dtype, head_dim=None, norm_groups=32):
-    """``layout``: "original" (UNetSD names) or "diffusers" (our own names)."""
+def build_unet(state, layout, source, dtype, head_dim=None, norm_groups=32, ops=default_ops, weight_dtype=None):
+    """``layout``: "original" (UNetSD names) or "diffusers" (our own names). ``ops``: the layer classes (a host's,
+    such as ``comfy.ops.manual_cast``, or t2v_core's own); ``weight_dtype``: see ``storage_dtype``."""
     keymap = unet_keymap(state, layout, source)
     cfg = infer_unet_config(state, keymap, source, head_dim, norm_groups)
     with torch.device("meta"):
-        model = UNet3D(cfg)
-    return assign_weights(model, state, keymap, source, dtype)
+        model = UNet3D(cfg, ops=ops)
+    return assign_weights(model, state, keymap, source, dtype, weight_dtype=weight_dtype)
 
 
 # --- VAE --------------------------------------------------------------------------------------------------------
@@ -166,21 +178,26 @@ def infer_vae_config(state, keymap, source, norm_groups=32, scaling_factor=VAECo
     )
 
 
-def build_vae(state, layout, source, dtype, norm_groups=32, scaling_factor=VAEConfig.scaling_factor):
+def build_vae(state, layout, source, dtype, norm_groups=32, scaling_factor=VAEConfig.scaling_factor, ops=default_ops):
     """``layout``: "ldm" (the original autoencoder's names, without a prefix) or "diffusers" (our own names)."""
     keymap = vae_keymap(state, layout)
     cfg = infer_vae_config(state, keymap, source, norm_groups, scaling_factor)
     with torch.device("meta"):
-        model = AutoencoderKL(cfg)
+        model = AutoencoderKL(cfg, ops=ops)
     return assign_weights(model, state, keymap, source, dtype)
 
 
 # --- Text encoder -----------------------------------------------------------------------------------------------
 
+def text_keymap(layout):
+    """Our own files keep OpenCLIP's names for the text tower."""
+    return keymaps.text_hf if layout == "hf" else keymaps.text_openclip
+
+
 def infer_text_config(state, layout, source, heads=None):
     """OpenCLIP files hold the whole tower, of which all blocks but the last are used; a HF ``CLIPTextModel``
     and our own files hold just the blocks that are used."""
-    key_of = file_key(keymaps.text_hf if layout == "hf" else keymaps.identity)
+    key_of = file_key(text_keymap(layout))
     if key_of("token_embedding.weight") not in state:
         raise CheckpointError(f"{source}: not a CLIP text encoder (no {key_of('token_embedding.weight')})")
     vocab_size, width = state[key_of("token_embedding.weight")].shape
@@ -194,12 +211,12 @@ def infer_text_config(state, layout, source, heads=None):
     )
 
 
-def build_text_encoder(state, layout, source, dtype, heads=None):
+def build_text_encoder(state, layout, source, dtype, heads=None, ops=default_ops):
     """``layout``: "openclip" (a whole OpenCLIP model), "hf" (``CLIPTextModel``) or "native" (our own file)."""
     cfg = infer_text_config(state, layout, source, heads)
-    keymap = keymaps.text_hf if layout == "hf" else keymaps.identity
+    keymap = text_keymap(layout)
     unused = {"openclip": ("visual.", "text_projection", "logit_scale", "attn_mask", f"transformer.resblocks.{cfg.layers}."),
               "hf": ("embeddings.position_ids", "text_projection"), "native": ()}[layout]
     with torch.device("meta"):
-        model = TextEncoder(cfg)
+        model = TextEncoder(cfg, ops=ops)
     return assign_weights(model, state, keymap, source, dtype, ignored=lambda key: key.startswith(unused))

@@ -85,13 +85,19 @@ def text_hf(key, shape):
     shape = tuple(shape)
     if key == "positional_embedding":
         return [("embeddings.position_embedding.weight", shape)]
-    if m := re.match(r"(.+)\.attn\.in_proj_(weight|bias)$", key):
+    if m := re.match(r"(.+)\.attn\.in_proj\.(weight|bias)$", key):
         prefix = text_hf(m[1] + ".x", ())[0][0][: -len(".x")]
         part = (shape[0] // 3,) + shape[1:]
         return [(f"{prefix}.self_attn.{p}_proj.{m[2]}", part) for p in "qkv"]
     for ours, theirs in _TEXT_HF_NAMES.items():
         key = re.sub(rf"(^|\.){re.escape(ours)}\.", rf"\g<1>{theirs}.", key)
     return [(key, shape)]
+
+
+def text_openclip(key, shape):
+    """Our text-tower name and shape -> OpenCLIP's (``nn.MultiheadAttention`` names its packed projection
+    ``in_proj_weight``)."""
+    return [(key.replace(".attn.in_proj.", ".attn.in_proj_"), tuple(shape))]
 
 
 def identity(key, shape):

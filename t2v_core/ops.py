@@ -37,17 +37,10 @@ def linear(x, weight, bias=None):
     return F.linear(x, weight, bias)
 
 
-def geglu(x, weight, bias):
-    """value * GELU(gate) of one projection whose output rows are [value; gate] (Shazeer 2020).
-
-    oneDNN computes the gate with GELU fused and the value with the product fused: no [N, 8C] intermediate, no
-    extra memory passes. Elsewhere the projection is split in place and the value half returned as a strided view.
-    """
-    if use_onednn(x, weight):
-        (w_value, w_gate), (b_value, b_gate) = weight.chunk(2), bias.chunk(2)
-        gate = torch.ops.mkldnn._linear_pointwise(x, w_gate, b_gate, "gelu", [], "none")  # "none": exact erf GELU
-        return torch.ops.mkldnn._linear_pointwise.binary(x, gate, w_value, b_value, "mul")
-    value, gate = F.linear(x, weight, bias).chunk(2, dim=-1)
+def geglu(projected):
+    """value * GELU(gate) of a projection whose output is [value, gate] along its last axis (Shazeer 2020), in
+    place: the value half comes back as a strided view."""
+    value, gate = projected.chunk(2, dim=-1)
     return value.mul_(torch.ops.aten.gelu_(gate))
 
 
@@ -65,8 +58,32 @@ def cast(param, x):
 
 
 class Linear(nn.Linear):
+    """Besides the plain product, two fused forms the model uses where the layer offers them (a host's layers, such
+    as ComfyUI's, need not: the model then takes the plain product and splits it)."""
+
     def forward(self, x):
         return linear(x, cast(self.weight, x), cast(self.bias, x))
+
+    def geglu(self, x):
+        """``geglu(self(x))``. oneDNN computes the gate with GELU fused and the value with the product fused: no
+        [N, 8C] intermediate, no extra memory passes."""
+        weight, bias = cast(self.weight, x), cast(self.bias, x)
+        if not use_onednn(x, weight):
+            return geglu(F.linear(x, weight, bias))
+        (w_value, w_gate), (b_value, b_gate) = weight.chunk(2), bias.chunk(2)
+        gate = torch.ops.mkldnn._linear_pointwise(x, w_gate, b_gate, "gelu", [], "none")  # "none": exact erf GELU
+        return torch.ops.mkldnn._linear_pointwise.binary(x, gate, w_value, b_value, "mul")
+
+    def split(self, x, parts):
+        """``self(x).chunk(parts, -1)`` as ``parts`` products with row views of the weight (no copy): at the text
+        encoder's 154 rows MKL runs three [1024, 1024] products in about half the time of one [3072, 1024]."""
+        weights, biases = cast(self.weight, x).chunk(parts), cast(self.bias, x).chunk(parts)
+        return [linear(x, w, b) for w, b in zip(weights, biases)]
+
+
+class Embedding(nn.Embedding):
+    def forward(self, tokens):
+        return F.embedding(tokens, self.weight)
 
 
 class Conv2d(nn.Conv2d):

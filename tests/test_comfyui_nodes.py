@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 import t2v_core
 import tiny
 from t2v_core.unet3d import UNet3DConfig
-from t2v_core.video import write_video
+from t2v_core.video import to_uint8, write_video
 from workflows import load, nodes_of, tiny_text_to_video
 
 CONTRACT = {
@@ -71,18 +71,19 @@ def test_object_info_lists_every_contract_node(comfy):
 
 
 def test_shipped_workflow_frames_equal_generate(comfy):
-    """PNG frames are lossless: each equals t2v_core.generate's frame truncated to 8 bits (within 1/255)."""
+    """PNG frames are lossless: each equals t2v_core.generate's frame truncated to 8 bits, within one step (the
+    host's layers round differently, which can move a value across a step)."""
     prompt, seed = tiny_text_to_video(width=48, height=32, length=3, steps=3)
     entry = comfy.run(prompt)
     files = [comfy.output_path(item) for item in outputs_of(entry)]
-    frames = np.stack([np.asarray(Image.open(f)) for f in files]).astype(np.float32) / 255
+    frames = np.stack([np.asarray(Image.open(f)) for f in files]).astype(np.int16)
     pipe = t2v_core.load_pipeline(comfy.base / "models" / "text2video" / "tiny-t2v")
     text = nodes_of(prompt, "ModelScopeT2VTextEncode")
     video = t2v_core.generate(pipe, text[0]["inputs"]["text"], negative_prompt=text[1]["inputs"]["text"],
                               num_frames=3, height=32, width=48, steps=3, guidance_scale=9.0, seed=seed)
     assert frames.shape == (3, 32, 48, 3)
-    assert np.abs(frames - video.numpy()).max() <= 1 / 255
-    assert frames.std() > 0.01
+    assert np.abs(frames - to_uint8(video)).max() <= 1
+    assert frames.std() > 2
 
 
 def test_shipped_workflow_writes_a_browser_playable_mp4(comfy):

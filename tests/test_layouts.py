@@ -69,7 +69,7 @@ def test_text_encoder_hf_layout(full_size):
 
 def test_text_encoder_openclip_layout(full_size):
     """The OpenCLIP file holds the whole tower: ours is all of it but the last block and the projection."""
-    ours = layout_keys(full_size["text"], keymaps.identity)
+    ours = layout_keys(full_size["text"], keymaps.text_openclip)
     published = read_keys("text_encoder_keys_openclip.txt")
     unused = {k for k in published if k.startswith("transformer.resblocks.23.") or k in ("text_projection", "logit_scale")}
     assert len(unused) == 14

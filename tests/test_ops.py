@@ -69,9 +69,19 @@ def test_linear_keeps_autograd():
 def test_geglu_matches_value_times_gelu_of_gate(dtype):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 300, 320, generator=g, dtype=dtype)
-    weight = torch.randn(2 * 1280, 320, generator=g, dtype=dtype) / 320 ** 0.5
-    bias = torch.randn(2 * 1280, generator=g, dtype=dtype) * 0.1
-    value, gate = F.linear(x, weight, bias).chunk(2, dim=-1)
+    layer = ops.Linear(320, 2 * 1280, dtype=dtype)
     with torch.no_grad():
-        out = ops.geglu(x, weight, bias)
-    assert (out - value * F.gelu(gate)).abs().max().item() <= 1e-5
+        layer.weight.copy_(torch.randn(2 * 1280, 320, generator=g, dtype=dtype) / 320 ** 0.5)
+        layer.bias.copy_(torch.randn(2 * 1280, generator=g, dtype=dtype) * 0.1)
+        value, gate = F.linear(x, layer.weight, layer.bias).chunk(2, dim=-1)
+        fused, plain = layer.geglu(x), ops.geglu(layer(x))
+    assert (fused - value * F.gelu(gate)).abs().max().item() <= 1e-5
+    assert (plain - value * F.gelu(gate)).abs().max().item() <= 1e-5
+
+
+def test_split_equals_chunks_of_the_whole_product():
+    layer = ops.Linear(64, 3 * 64)
+    x = torch.randn(2, 77, 64)
+    with torch.no_grad():
+        for part, whole in zip(layer.split(x, 3), layer(x).chunk(3, dim=-1)):
+            assert (part - whole).abs().max().item() <= 1e-5

@@ -62,7 +62,7 @@ def text_encoder(clip):
     """Our text tower holding the used part of ``clip``'s weights."""
     model = TextEncoder(TEXT).eval()
     state = clip.state_dict()
-    model.load_state_dict({k: state[k] for k in model.state_dict()})
+    model.load_state_dict({k: state[keymaps.text_openclip(k, ())[0][0]] for k in model.state_dict()})
     return model
 
 
