@@ -58,7 +58,8 @@ def file_layout(model, keymap):
 
 def export_state(model, keymap):
     """``model``'s weights under the file names and shapes of ``keymap``'s layout (the inverse of loading). A tensor
-    split into several keys is copied (a file may not hold views of one storage); the others are not."""
+    split into several keys is copied (a file may not hold views of one storage); the others are the model's own
+    tensors (or views of them), not copies."""
     weights, state = model.state_dict(), {}
     for key, parts in file_layout(model, keymap).items():
         tensor = weights[key]

@@ -90,7 +90,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, tokens, dtype=torch.float32):
         x = self.token_embedding(tokens).to(dtype)  # [B, 77] -> [B, 77, width]
-        # A parameter, not a layer: small (77 x width), and a host keeps it on the device with the rest.
+        # A parameter, not a layer (77 x width): cast to the input's device and dtype wherever a host keeps it.
         x = x + default_ops.cast(self.positional_embedding, x)
         for block in self.transformer.resblocks:
             x = block(x)
