@@ -31,9 +31,11 @@ class Attention(nn.Module):
         self.to_v = ops.Linear(context_dim, inner, bias=False)
         self.to_out = nn.ModuleList([ops.Linear(inner, query_dim)])
 
-    def forward(self, x, context=None):
+    def forward(self, x, context=None, value=None):
+        """``value``: what the values are projected from, when not ``context`` (a host's attention patch may set it)."""
         context = x if context is None else context
-        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads)
+        value = context if value is None else value
+        out = attention(self.to_q(x), self.to_k(context), self.to_v(value), self.heads)
         return self.to_out[0](out)
 
 
@@ -64,10 +66,16 @@ class FeedForward(nn.Module):
         return x
 
 
+def run_attention(kind, attn, x, context):
+    """An attention as the model runs it: ``kind`` ("attn1" self, "attn2" cross) is for a host's ``attend``."""
+    return attn(x, context)
+
+
 class TransformerBlock(nn.Module):
     """x += attn1(LN(x)); x += attn2(LN(x), context); x += FF(LN(x)).
 
     With ``context_dim=None`` the second attention is a self-attention too (the temporal transformers).
+    ``attend(kind, attn, x, context)`` runs each attention (``run_attention`` unless a host patches it).
     """
 
     def __init__(self, dim, heads, head_dim, context_dim=None, ops=default_ops):
@@ -79,8 +87,8 @@ class TransformerBlock(nn.Module):
         self.norm3 = ops.LayerNorm(dim)
         self.ff = FeedForward(dim, ops=ops)
 
-    def forward(self, x, context=None):
+    def forward(self, x, context=None, attend=run_attention):
         """Updates ``x`` (a fresh projection inside the transformers) in place."""
-        x += self.attn1(self.norm1(x))
-        x += self.attn2(self.norm2(x), context)
+        x += attend("attn1", self.attn1, self.norm1(x), None)
+        x += attend("attn2", self.attn2, self.norm2(x), context)
         return x.add_(self.ff(self.norm3(x)))

@@ -1,14 +1,22 @@
-"""Functions a caller runs inside the UNet at its skip connections, and FreeU (Si et al. 2023) built from them.
+"""Functions a caller runs inside the UNet without touching its weights, and FreeU (Si et al. 2023) built from them.
 
 The UNet keeps the down path's activations as skips and concatenates each back in the up path. A host (ComfyUI's
-``input_block_patch`` / ``output_block_patch``, FreeU) can change them there without touching the weights:
+``input_block_patch`` / ``output_block_patch``, FreeU) can change them there:
 
     input_block(h, index) -> h                     before the down path keeps h as skip ``index`` (0, 1, ...)
     output_block(h, skip, index) -> (h, skip)      before the up path's concatenation ``index`` (0, 1, ...)
 
-h and skip are per-frame feature maps [(B F), C, H, W].
+h and skip are per-frame feature maps [(B F), C, H, W]. A host can also run the spatial transformers' attentions
+(ComfyUI's attn1/attn2 patches and replacements):
+
+    attention(site, kind, attn, x, context) -> out   instead of ``attn(x, context)``; kind "attn1" (self) or
+                                                      "attn2" (cross, context [(B F), 77, D])
+
+Blocks are numbered as in the SD UNet, whose numbering ComfyUI's patches use: input block i is the layer whose
+output becomes skip i, output block i the layer after the i-th concatenation.
 """
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -17,15 +25,37 @@ import torch
 class BlockPatches:
     input_block: tuple = ()
     output_block: tuple = ()
+    attention: object = None
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """Where a spatial transformer runs: ``block`` ("input", i) / ("middle", 0) / ("output", i), its place among
+    the spatial transformers in forward order, its input's shape [(B F), C, H, W], and the UNet input's shape as
+    per-frame maps [(B F), C, h, w] (what image patches expect)."""
+    block: tuple
+    transformer_index: int
+    activations_shape: tuple
+    original_shape: tuple
 
 
 class Skips:
-    """The down path's skips, with the patches applied as they are pushed and popped."""
+    """The down path's skips, with the patches applied as they are pushed and popped, and the block numbering."""
 
-    def __init__(self, patches=None):
+    def __init__(self, patches=None, original_shape=()):
         self.patches = patches or BlockPatches()
+        self.original_shape = tuple(original_shape)
         self.stack = []
         self.popped = 0
+        self.transformers = 0
+
+    def attend(self, block, shape):
+        """The ``attend`` function of the spatial transformer at ``block`` (None: the model's own attention)."""
+        if self.patches.attention is None:
+            return None
+        site = AttentionSite(block, self.transformers, tuple(shape), self.original_shape)
+        self.transformers += 1
+        return partial(self.patches.attention, site)
 
     def push(self, h):
         for patch in self.patches.input_block:

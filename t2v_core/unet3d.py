@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import nn
 
 from . import ops as default_ops
-from .attention import TransformerBlock
+from .attention import TransformerBlock, run_attention
 from .patches import Skips
 from .resnet import ResBlock, Upsample
 
@@ -100,15 +100,16 @@ class SpatialTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([TransformerBlock(heads * head_dim, heads, head_dim, context_dim, ops=ops)])
         self.proj_out = ops.Linear(heads * head_dim, channels)
 
-    def forward(self, x, context):
+    def forward(self, x, context, attend=None):
+        """``attend``: a host's attention (``patches``); the frames then run at once, as the host sees the batch."""
         _, _, height, width = x.shape
         h = rearrange(self.norm(x), "n c h w -> n (h w) c")  # [(B F), C, H, W] -> [(B F), H*W, C]
         h = self.proj_in(h)
-        step = rows_per_chunk(height * width, self.chunk_tokens) or len(h)
+        step = len(h) if attend else rows_per_chunk(height * width, self.chunk_tokens) or len(h)
         for start in range(0, len(h), step):
             part, part_context = h[start:start + step], context[start:start + step]
             for block in self.transformer_blocks:
-                block(part, part_context)  # updates this view of h in place
+                block(part, part_context, attend or run_attention)  # updates this view of h in place
         h = self.proj_out(h)
         return x + rearrange(h, "n (h w) c -> n c h w", h=height)
 
@@ -172,11 +173,11 @@ class Stage(nn.Module):
         else:
             self.attentions = self.temp_attentions = None
 
-    def layer(self, i, h, emb, context, num_frames):
+    def layer(self, i, h, emb, context, num_frames, skips, block):
         h = self.resnets[i](h, emb)
         h = self.temp_convs[i](h, num_frames)
         if self.attentions is not None:
-            h = self.attentions[i](h, context)
+            h = self.attentions[i](h, context, skips.attend(block, h.shape))
             h = self.temp_attentions[i](h, num_frames)
         return h
 
@@ -188,7 +189,7 @@ class DownStage(Stage):
 
     def forward(self, h, skips, emb, context, num_frames):
         for i in range(len(self.resnets)):
-            h = skips.push(self.layer(i, h, emb, context, num_frames))
+            h = skips.push(self.layer(i, h, emb, context, num_frames, skips, ("input", len(skips.stack))))
         if self.downsamplers is not None:
             h = skips.push(self.downsamplers[0](h))
         return h
@@ -205,9 +206,9 @@ class MidStage(nn.Module):
         self.attentions = nn.ModuleList([SpatialTransformer(channels, heads, cfg.head_dim, cfg.context_dim, groups, ops=ops)])
         self.temp_attentions = nn.ModuleList([TemporalTransformer(channels, heads, cfg.head_dim, groups, ops=ops)])
 
-    def forward(self, h, emb, context, num_frames):
+    def forward(self, h, skips, emb, context, num_frames):
         h = self.temp_convs[0](self.resnets[0](h, emb), num_frames)
-        h = self.attentions[0](h, context)
+        h = self.attentions[0](h, context, skips.attend(("middle", 0), h.shape))
         h = self.temp_attentions[0](h, num_frames)
         return self.temp_convs[1](self.resnets[1](h, emb), num_frames)
 
@@ -220,7 +221,7 @@ class UpStage(Stage):
     def forward(self, h, skips, emb, context, num_frames):
         for i in range(len(self.resnets)):
             h = torch.cat(skips.pop(h), dim=1)  # h first, then the skip
-            h = self.layer(i, h, emb, context, num_frames)
+            h = self.layer(i, h, emb, context, num_frames, skips, ("output", skips.popped - 1))
         if self.upsamplers is not None:
             h = self.upsamplers[0](h, size=skips.next_size())
         return h
@@ -229,7 +230,8 @@ class UpStage(Stage):
 class UNet3D(nn.Module):
     """eps = unet(latents [B, C, F, h, w], timesteps [B], context [B, 77, D]) -> [B, C, F, h, w].
 
-    ``patches``: optional ``BlockPatches`` run at the skip connections (FreeU, a host's block patches).
+    ``patches``: optional ``BlockPatches`` run at the skip connections (FreeU, a host's block patches) and around
+    the spatial transformers' attentions (a host's attention patches).
     """
 
     def __init__(self, cfg: UNet3DConfig, ops=default_ops):
@@ -282,11 +284,11 @@ class UNet3D(nn.Module):
         context = context.repeat_interleave(num_frames, dim=0)  # [B, 77, D] -> [(B F), 77, D]
 
         h = rearrange(latents.to(dtype), "b c f h w -> (b f) c h w")
-        skips = Skips(patches)
+        skips = Skips(patches, h.shape)
         h = skips.push(self.transformer_in(self.conv_in(h), num_frames))
         for block in self.down_blocks:
             h = block(h, skips, emb, context, num_frames)
-        h = self.mid_block(h, emb, context, num_frames)
+        h = self.mid_block(h, skips, emb, context, num_frames)
         for block in self.up_blocks:
             h = block(h, skips, emb, context, num_frames)
         h = self.conv_out(F.silu(self.conv_norm_out(h)))

@@ -112,11 +112,16 @@ def test_freeu_changes_both_samplers_as_in_core_ksampler(comfy, node_type):
     assert np.abs(reference_freeu - reference).max() > 10
 
 
-def test_attention_patches_the_unet_cannot_apply_are_named(comfy):
-    """PerturbedAttentionGuidance replaces self-attention, which this UNet does not expose: one warning says so."""
-    prompt = patched(pack_graph(3, "euler", "karras"), SAMPLER, "PerturbedAttentionGuidance", {"scale": 3.0})
-    frames(comfy, prompt)
-    assert "cannot apply: attn1 replacement" in comfy.log_text()
+def test_perturbed_attention_guidance_acts_as_in_core_ksampler(comfy):
+    """PerturbedAttentionGuidance replaces the middle block's self-attention (an attn1 replacement) in a post-CFG
+    function: on the core path the frames change and equal core KSampler's with the same patch."""
+    inputs = {"scale": 3.0}
+    plain = frames(comfy, pack_graph(3, "euler", "karras"))
+    ours = frames(comfy, patched(pack_graph(3, "euler", "karras"), SAMPLER, "PerturbedAttentionGuidance", inputs))
+    core = frames(comfy, patched(core_graph(3, "euler", "karras"), "5", "PerturbedAttentionGuidance", inputs))
+    assert np.abs(ours - plain).max() > 10
+    assert np.abs(ours - core).max() <= 2
+    assert "cannot apply: attn1 replacement" not in comfy.log_text()
 
 
 def test_core_sampling_follows_the_checkpoints_noise_schedule(comfy, checkpoints):

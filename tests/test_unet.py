@@ -107,3 +107,37 @@ def test_block_patches_see_every_skip_in_order():
     assert torch.equal(plain, patched)
     assert [i for i, _ in pushed] == list(range(len(pushed))) and [i for i, _ in popped] == list(range(len(pushed)))
     assert [c for _, c in popped] == [c for _, c in reversed(pushed)]  # last in, first out
+
+
+def test_attention_patches_run_at_each_spatial_transformer_numbered_as_the_sd_unet():
+    """An ``attention`` hook sees every spatial-transformer attention, self then cross, at the SD UNet's block
+    numbers (input 1, 2, 4, 5, 7, 8; middle; output 3-11 for two layers per block and attention on three of four
+    levels); one that runs the attention as given changes nothing; one that zeroes a cross-attention does."""
+    from t2v_core.patches import BlockPatches
+
+    cfg = UNet3DConfig(block_out_channels=(32, 32, 32, 32), layers_per_block=2, context_dim=16, head_dim=8,
+                       norm_groups=8)
+    unet = tiny.randomize_(t2v_core.unet3d.UNet3D(cfg), seed=4)
+    latents, timesteps, context = inputs(cfg)
+    seen = []
+
+    def record(site, kind, attn, x, context):
+        seen.append((site.block, site.transformer_index, kind, site.original_shape, site.activations_shape[1:]))
+        return attn(x, context)
+
+    def mute_middle_cross(site, kind, attn, x, context):
+        out = attn(x, context)
+        return out * 0 if (site.block, kind) == (("middle", 0), "attn2") else out
+
+    with torch.no_grad():
+        plain = unet(latents, timesteps, context)
+        same = unet(latents, timesteps, context, patches=BlockPatches(attention=record))
+        muted = unet(latents, timesteps, context, patches=BlockPatches(attention=mute_middle_cross))
+    blocks = [("input", i) for i in (1, 2, 4, 5, 7, 8)] + [("middle", 0)] + [("output", i) for i in range(3, 12)]
+    assert [s[0] for s in seen[::2]] == blocks and [s[0] for s in seen[1::2]] == blocks
+    assert [s[2] for s in seen] == ["attn1", "attn2"] * len(blocks)
+    assert [s[1] for s in seen[::2]] == list(range(len(blocks)))
+    batch, _, frames, height, width = latents.shape
+    assert {s[3] for s in seen} == {(batch * frames, 4, height, width)}
+    assert (plain - same).abs().max().item() <= 1e-6
+    assert (plain - muted).abs().max().item() > 1e-3
