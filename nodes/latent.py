@@ -7,13 +7,13 @@ import torch
 from comfy_api.latest import io
 
 from .. import t2v_core
-from ..t2v_core.memory import check_fits
 from .loader import CATEGORY
 from .types import T2VVae
 from .validation import check_choices
 
 SCALE = 8  # pixels per latent cell of every published checkpoint's VAE
 NOISE, ZEROS = "noise", "zeros"
+MEMORY_ADVICE = "Use fewer frames, a smaller width and height, or a smaller batch_size."
 
 
 def progress_bar(total):
@@ -37,7 +37,6 @@ def video_latents(latent, input_name):
         raise ValueError(f"{input_name}: the latent contains NaN or infinite values; the step that produced it failed "
                          f"(try fp32 or bf16 instead of fp16).")
     return samples
-
 
 class EmptyLatentVideo(io.ComfyNode):
     @classmethod
@@ -75,7 +74,10 @@ class EmptyLatentVideo(io.ComfyNode):
     @classmethod
     def execute(cls, width, height, length, batch_size, seed, fill=NOISE) -> io.NodeOutput:
         shape = (batch_size, 4, length, height // SCALE, width // SCALE)
-        check_fits(4 * math.prod(shape), "cpu", f"length: {batch_size} x {length} frames at {width}x{height}")
+        try:
+            t2v_core.check_fits(4 * math.prod(shape), "cpu", f"length: {batch_size} x {length} frames at {width}x{height}")
+        except t2v_core.NotEnoughMemory as error:
+            raise ValueError(error.with_advice(MEMORY_ADVICE)) from error
         if fill == ZEROS:
             return io.NodeOutput({"samples": torch.zeros(shape)})
         noise, _ = t2v_core.initial_noise(seed, length, height, width, SCALE, batch_size=batch_size)

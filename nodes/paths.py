@@ -4,11 +4,10 @@ from pathlib import PurePosixPath
 
 import folder_paths
 
-from ..t2v_core.checkpoint import PICKLE_SUFFIXES
-from ..t2v_core.loading import FOLDER_MARKERS
+from .. import t2v_core
 
 FOLDER = "text2video"
-FILE_SUFFIXES = {".safetensors", *PICKLE_SUFFIXES}
+FILE_SUFFIXES = {".safetensors", *t2v_core.PICKLE_SUFFIXES}
 
 
 def register():
@@ -19,13 +18,13 @@ def register():
 def checkpoint_names():
     """Checkpoint folders (by folder name) and single weight files, relative to the ``text2video`` folders.
 
-    A folder that holds one of ``FOLDER_MARKERS`` is one checkpoint; the files inside it are not listed on their own.
+    A folder that holds one of ``t2v_core.FOLDER_MARKERS`` is one checkpoint; the files inside it are not listed on their own.
     """
     files = [PurePosixPath(name.replace(os.sep, "/")) for name in folder_paths.get_filename_list(FOLDER)]
-    folders = {str(f.parent) for f in files if f.name in FOLDER_MARKERS and str(f.parent) != "."}
+    folders = {str(f.parent) for f in files if f.name in t2v_core.FOLDER_MARKERS and str(f.parent) != "."}
     singles = [str(f) for f in files if f.suffix in FILE_SUFFIXES
                and not any(str(parent) in folders for parent in f.parents)
-               and f.name not in FOLDER_MARKERS]
+               and f.name not in t2v_core.FOLDER_MARKERS]
     return sorted(folders) + sorted(singles)
 
 

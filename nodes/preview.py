@@ -7,7 +7,7 @@ from comfy.cli_args import LatentPreviewMethod, args
 from latent_preview import MAX_PREVIEW_RESOLUTION
 from PIL import Image
 
-from ..t2v_core.preview import latent_strip
+from .. import t2v_core
 
 
 def strip_previewer(latent_format):
@@ -16,7 +16,7 @@ def strip_previewer(latent_format):
         return None
 
     def render(denoised):
-        strip = latent_strip(denoised, factors=latent_format.latent_rgb_factors)
+        strip = t2v_core.latent_strip(denoised, factors=latent_format.latent_rgb_factors)
         return "JPEG", Image.fromarray(strip.numpy()), MAX_PREVIEW_RESOLUTION
 
     return render

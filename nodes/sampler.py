@@ -23,6 +23,8 @@ from .patches import block_patches
 from .preview import strip_previewer
 from .validation import check_choices
 
+MEMORY_ADVICE = ("Use fewer frames or a smaller size, dtype fp16 on a GPU, the loader's weight_dtype fp8, or "
+                 "ContextWindowsManual on the MODEL with a core scheduler.")
 REFERENCE = "modelscope"  # the reference grid: the node's behaviour before core schedulers were offered
 SCHEDULERS = [REFERENCE, *comfy.samplers.KSampler.SCHEDULERS]
 # model_options that only ComfyUI's sampling applies (set by ContextWindowsManual, RescaleCFG, CFG guiders, ...).
@@ -127,11 +129,14 @@ class Sampler(io.ComfyNode):
             mm.throw_exception_if_processing_interrupted()
             bar.update_absolute(step["i"] + 1, total, preview(step["denoised"]) if preview else None)
 
-        latents = t2v_core.sample(
-            unet, t2v.schedule, noise_samples, context.to(t2v.compute_dtype), steps=steps, guidance_scale=cfg,
-            sampler=sampler_name, eta=eta, denoise=denoise, init_latents=init,
-            generator=generator, callback=callback, device=model.load_device,
-            patches=block_patches(dict(model.model_options.get("transformer_options", {}))))
+        try:
+            latents = t2v_core.sample(
+                unet, t2v.schedule, noise_samples, context.to(t2v.compute_dtype), steps=steps, guidance_scale=cfg,
+                sampler=sampler_name, eta=eta, denoise=denoise, init_latents=init,
+                generator=generator, callback=callback, device=model.load_device,
+                patches=block_patches(dict(model.model_options.get("transformer_options", {}))))
+        except t2v_core.NotEnoughMemory as error:
+            raise ValueError(error.with_advice(MEMORY_ADVICE)) from error
         return io.NodeOutput({"samples": latents.to(mm.intermediate_device())})
 
 

@@ -7,7 +7,7 @@ from comfy_api.latest import io, ui
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from ..t2v_core.video import temporary_file, to_uint8, write_video
+from .. import t2v_core
 from .loader import CATEGORY
 from .validation import check_choices
 
@@ -32,7 +32,7 @@ def save_png_frames(frames, folder, stem, metadata):
     temporary = []
     try:
         for name, frame in zip(names, frames):
-            tmp = temporary_file(folder, name, ".png")
+            tmp = t2v_core.temporary_file(folder, name, ".png")
             temporary.append(tmp)
             Image.fromarray(frame).save(tmp, pnginfo=info, compress_level=4)
         for name, tmp in zip(names, temporary):
@@ -78,7 +78,7 @@ class SaveVideo(io.ComfyNode):
     @classmethod
     def execute(cls, images, fps, filename_prefix, format) -> io.NodeOutput:
         check_prefix(filename_prefix)
-        frames = to_uint8(images[..., :3])
+        frames = t2v_core.to_uint8(images[..., :3])
         height, width = frames.shape[1:3]
         output_dir = folder_paths.get_output_directory()
         try:
@@ -101,5 +101,5 @@ class SaveVideo(io.ComfyNode):
             files = save_png_frames(frames, folder, name, metadata)
             results = [ui.SavedResult(f, subfolder, io.FolderType.output) for f in files]
             return io.NodeOutput(ui=ui.SavedImages(results))
-        write_video(frames, os.path.join(folder, f"{name}.{format}"), fps=fps, fmt=format, metadata=metadata)
+        t2v_core.write_video(frames, os.path.join(folder, f"{name}.{format}"), fps=fps, fmt=format, metadata=metadata)
         return io.NodeOutput(ui=ui.PreviewVideo([ui.SavedResult(f"{name}.{format}", subfolder, io.FolderType.output)]))

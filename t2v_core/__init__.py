@@ -1,14 +1,17 @@
 """ModelScope text-to-video (arXiv 2308.06571) in plain PyTorch: the model, its checkpoint formats and samplers."""
-from .checkpoint import CheckpointError
+from .checkpoint import PICKLE_SUFFIXES, CheckpointError
 from .generate import generate, initial_noise, sample
 from .lora import LoraError, apply_lora, match_lora, read_lora
-from .loading import detect_format, load_pipeline, load_unet, load_vae, save_single_file
-from .memory import NotEnoughMemory
+from .loading import FOLDER_MARKERS, detect_format, load_pipeline, load_unet, load_vae, save_single_file
+from .memory import NotEnoughMemory, check_fits
 from .patches import BlockPatches, freeu
-from .pipeline import Pipeline
+from .pipeline import DTYPES, MissingComponent, Pipeline
+from .preview import latent_strip
 from .samplers import SAMPLERS
 from .schedule import NoiseSchedule
+from .video import temporary_file, to_uint8, write_video
 
-__all__ = ["BlockPatches", "CheckpointError", "LoraError", "NoiseSchedule", "NotEnoughMemory", "Pipeline", "SAMPLERS",
-           "apply_lora", "detect_format", "freeu", "generate", "initial_noise", "load_pipeline", "load_unet", "load_vae",
-           "match_lora", "read_lora", "sample", "save_single_file"]
+__all__ = ["BlockPatches", "CheckpointError", "DTYPES", "FOLDER_MARKERS", "LoraError", "MissingComponent", "NoiseSchedule", "NotEnoughMemory",
+           "PICKLE_SUFFIXES", "Pipeline", "SAMPLERS", "apply_lora", "check_fits", "detect_format", "freeu", "generate",
+           "initial_noise", "latent_strip", "load_pipeline", "load_unet", "load_vae", "match_lora", "read_lora", "sample",
+           "save_single_file", "temporary_file", "to_uint8", "write_video"]

@@ -5,9 +5,14 @@ import sys
 
 import torch
 
-from . import CheckpointError, SAMPLERS, generate, load_pipeline, save_single_file
+from . import SAMPLERS, CheckpointError, MissingComponent, NotEnoughMemory, generate, load_pipeline, save_single_file
 from .pipeline import DTYPES
 from .video import FORMATS, write_video
+
+
+ADVICE_MEMORY = "Use fewer --frames, a smaller --width/--height, --dtype fp16 on a GPU, or --context-frames 16."
+ADVICE_MISSING = {"vae": "pass a separate VAE with --vae PATH (an SD-2.x VAE file or a diffusers vae/ folder)",
+                  "text_encoder": "use a checkpoint folder that has one (open_clip_pytorch_model.bin or text_encoder/)"}
 
 
 def _parser():
@@ -70,6 +75,12 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         (_generate if args.command == "generate" else _convert)(args)
+    except NotEnoughMemory as e:
+        print(f"error: {e.with_advice(ADVICE_MEMORY)}", file=sys.stderr)
+        return 2
+    except MissingComponent as e:
+        print(f"error: {e.source} has no {e.part.replace('_', ' ')}; {ADVICE_MISSING[e.part]}", file=sys.stderr)
+        return 2
     except (CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,7 +7,20 @@ ACTIVATIONS_PER_CELL = 10
 
 
 class NotEnoughMemory(ValueError):
-    """The run cannot fit; the message says how much it needs, how much there is, and what to change."""
+    """``what`` needs ``needed`` bytes of working memory on ``device`` and ``available`` are free. The message gives
+    the figures; each front end adds what its user can change (``ADVICE`` is the Python API's)."""
+
+    ADVICE = ("Use fewer frames or a smaller size, a 16-bit dtype on GPU, or the sliding window "
+              "(generate(..., context_frames=16)).")
+
+    def __init__(self, what, needed, available, device):
+        self.what, self.needed, self.available, self.device = what, needed, available, device
+        super().__init__(f"{what} needs about {needed / 2 ** 30:.1f} GiB of working memory on {device}, but only "
+                         f"{available / 2 ** 30:.1f} GiB are free.")
+
+    def with_advice(self, advice=None):
+        """The message followed by ``advice`` (default: the Python API's)."""
+        return f"{self} {advice or self.ADVICE}"
 
 
 def available_bytes(device):
@@ -34,7 +47,4 @@ def sampling_bytes(unet_config, batch, frames, height, width, dtype):
 def check_fits(needed, device, what):
     available = available_bytes(device)
     if available is not None and needed > available:
-        raise NotEnoughMemory(
-            f"{what} needs about {needed / 2 ** 30:.1f} GiB of working memory on {device}, but only "
-            f"{available / 2 ** 30:.1f} GiB are free. Use fewer frames or a smaller size, a 16-bit dtype on GPU, or "
-            f"the sliding window (context_frames).")
+        raise NotEnoughMemory(what, needed, available, device)

@@ -2,10 +2,22 @@
 import torch
 from einops import rearrange
 
+from .checkpoint import CheckpointError
 from .schedule import NoiseSchedule
 from .text_encoder import Tokenizer
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class MissingComponent(CheckpointError):
+    """The checkpoint has no ``part`` ("vae" or "text_encoder"); ``ADVICE`` is the Python API's fix for each."""
+
+    ADVICE = {"vae": "pass a separate VAE: load_pipeline(..., vae=PATH)",
+              "text_encoder": "use a checkpoint folder that has one (open_clip_pytorch_model.bin or text_encoder/)"}
+
+    def __init__(self, source, part):
+        self.source, self.part = source, part
+        super().__init__(f"{source} has no {part.replace('_', ' ')}; {self.ADVICE[part]}")
 
 
 def module_device(module):
@@ -38,9 +50,7 @@ class Pipeline:
     def _require(self, part):
         module = getattr(self, part)
         if module is None:
-            fix = {"vae": "pass a separate VAE: load_pipeline(..., vae=PATH), or --vae on the command line",
-                   "text_encoder": "use a checkpoint folder that has one (open_clip_pytorch_model.bin or text_encoder/)"}
-            raise ValueError(f"{self.source} has no {part.replace('_', ' ')}; {fix[part]}")
+            raise MissingComponent(self.source, part)
         return module
 
     @torch.no_grad()

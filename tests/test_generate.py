@@ -114,3 +114,30 @@ def test_cli_reports_a_bad_checkpoint_and_writes_nothing(checkpoints, tmp_path):
     assert result.returncode == 2
     assert "error:" in result.stderr and "VQGAN_autoencoder.pth" in result.stderr
     assert not out.exists()
+
+
+def test_cli_words_its_own_advice(checkpoints, tmp_path):
+    """Core errors are typed; the command line names its own options, not the Python API's arguments."""
+    out = tmp_path / "x.mp4"
+    unet_only = checkpoints["unet_files"] / "unet_diffusers.safetensors"
+    result = subprocess.run([sys.executable, "-m", "t2v_core", "generate", "--checkpoint", str(unet_only),
+                             "--prompt", PROMPT, "--out", str(out), "--steps", "1", "--frames", "1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and not out.exists()
+    assert "has no vae; pass a separate VAE with --vae PATH" in result.stderr and "load_pipeline(" not in result.stderr
+    huge = subprocess.run([sys.executable, "-m", "t2v_core", "generate", "--checkpoint", str(checkpoints["original"]),
+                           "--prompt", PROMPT, "--out", str(out), "--frames", "4096", "--width", "2048",
+                           "--height", "2048"], capture_output=True, text=True)
+    assert huge.returncode == 2 and not out.exists()
+    assert "Use fewer --frames" in huge.stderr and "context_frames=" not in huge.stderr
+
+
+def test_python_errors_carry_their_facts(checkpoints):
+    pipe = t2v_core.load_pipeline(checkpoints["unet_files"] / "unet_diffusers.safetensors")
+    with pytest.raises(t2v_core.MissingComponent) as missing:
+        pipe.encode_prompt(["x"])
+    assert missing.value.part == "text_encoder"
+    with pytest.raises(t2v_core.NotEnoughMemory) as memory:
+        t2v_core.check_fits(2 ** 60, "cpu", "a test")
+    assert memory.value.needed == 2 ** 60 and memory.value.available < 2 ** 60 and memory.value.what == "a test"
+    assert "context_frames=16" in memory.value.with_advice()
