@@ -1,14 +1,14 @@
 """ComfyUI nodes over t2v_core: one node per stage of the text-to-video pipeline."""
 from comfy_api.latest import ComfyExtension, io
 
-from . import paths
+from . import lora, paths
 from .conditioning import TextEncode
 from .latent import Decode, EmptyLatentVideo, Encode
 from .loader import CheckpointLoader
 from .sampler import Sampler
 from .save import SaveVideo
 
-NODES = [CheckpointLoader, TextEncode, EmptyLatentVideo, Sampler, Decode, Encode, SaveVideo]
+NODES = [CheckpointLoader, TextEncode, EmptyLatentVideo, Sampler, Decode, Encode, SaveVideo, lora.LoraLoader]
 
 
 class ModelScopeT2VExtension(ComfyExtension):
@@ -18,4 +18,5 @@ class ModelScopeT2VExtension(ComfyExtension):
 
 async def comfy_entrypoint() -> ComfyExtension:
     paths.register()
+    lora.install()
     return ModelScopeT2VExtension()

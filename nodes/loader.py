@@ -3,7 +3,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from . import paths
-from .model import DTYPES, load_checkpoint
+from .model import DTYPES, WEIGHT_DTYPES, load_checkpoint
 from .types import T2VClip, T2VVae
 from .validation import check_choices
 
@@ -31,6 +31,10 @@ class CheckpointLoader(io.ComfyNode):
                                optional=True,
                                tooltip="A separate SD-2.x VAE from models/vae. Needed for zeroscope v2 folders, which "
                                        "ship without VQGAN_autoencoder.pth."),
+                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", optional=True,
+                               tooltip="How the UNet's weights are stored. default: as the file has them. fp8_e4m3fn / "
+                                       "fp8_e5m2: 8-bit matrices, about half the memory of fp16, computed in the "
+                                       "compute dtype one layer at a time (slightly different videos)."),
             ],
             outputs=[
                 io.Model.Output(tooltip="The spatio-temporal UNet."),
@@ -40,14 +44,15 @@ class CheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, ckpt_name, dtype="auto", vae_name=NO_VAE):
+    def validate_inputs(cls, ckpt_name, dtype="auto", vae_name=NO_VAE, weight_dtype="default"):
         return check_choices(ckpt_name=(ckpt_name, paths.checkpoint_names()), dtype=(dtype, ["auto", *DTYPES]),
-                             vae_name=(vae_name, [NO_VAE, *folder_paths.get_filename_list("vae")]))
+                             vae_name=(vae_name, [NO_VAE, *folder_paths.get_filename_list("vae")]),
+                             weight_dtype=(weight_dtype, list(WEIGHT_DTYPES)))
 
     @classmethod
-    def execute(cls, ckpt_name, dtype="auto", vae_name=NO_VAE) -> io.NodeOutput:
+    def execute(cls, ckpt_name, dtype="auto", vae_name=NO_VAE, weight_dtype="default") -> io.NodeOutput:
         vae_path = None if vae_name == NO_VAE else folder_paths.get_full_path_or_raise("vae", vae_name)
-        checkpoint = load_checkpoint(paths.resolve(ckpt_name), dtype, vae_path)
+        checkpoint = load_checkpoint(paths.resolve(ckpt_name), dtype, vae_path, weight_dtype)
         if checkpoint.vae is None:
             raise ValueError(f"ckpt_name: {ckpt_name} has no VAE; choose one in vae_name (an SD-2.x VAE in models/vae, "
                              f"e.g. VQGAN_autoencoder.pth from the ModelScope files)")

@@ -4,6 +4,7 @@ The UNet becomes a core ``BaseModel`` (epsilon prediction, SD's beta schedule, a
 samplers can drive it too; the text encoder and the VAE get ModelPatchers of their own. A checkpoint is loaded
 once for as long as any of its outputs is alive.
 """
+import copy
 import logging
 import os
 import threading
@@ -18,7 +19,6 @@ import torch
 from torch import nn
 
 from .. import t2v_core
-from ..t2v_core.pipeline import DTYPES
 from .layers import OPS
 from .patches import block_patches
 
@@ -90,6 +90,12 @@ class TextEncoder:
         self.patcher = comfy.model_patcher.ModelPatcher(
             pipe.text_encoder, load_device=mm.text_encoder_device(), offload_device=mm.text_encoder_offload_device())
 
+    def clone(self):
+        """The same text tower with a patcher of its own (for LoRA patches)."""
+        new = copy.copy(self)
+        new.patcher = self.patcher.clone()
+        return new
+
     def encode(self, text):
         """[1, 77, D] context for ``text``, in the compute dtype, on ComfyUI's intermediate device."""
         mm.load_models_gpu([self.patcher])
@@ -130,6 +136,9 @@ class Checkpoint:
         self.vae = VAE(pipe, self) if pipe.vae is not None else None
 
 
+DTYPES = t2v_core.DTYPES
+# The loader's weight_dtype, as core UNETLoader names them: the UNet's matrices stored in 8 bits.
+WEIGHT_DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
 _loaded = weakref.WeakValueDictionary()
 _lock = threading.Lock()
 
@@ -150,18 +159,19 @@ def modified(path):
     return max((os.path.getmtime(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files), default=0)
 
 
-def load_checkpoint(path, dtype_name="auto", vae_path=None):
+def load_checkpoint(path, dtype_name="auto", vae_path=None, weight_dtype_name="default"):
     """Load ``path`` (any t2v_core layout), or return the copy already loaded with the same settings."""
-    dtype = compute_dtype(dtype_name)
-    key = (os.path.realpath(path), modified(path), dtype, vae_path and os.path.realpath(vae_path),
+    dtype, weight_dtype = compute_dtype(dtype_name), WEIGHT_DTYPES[weight_dtype_name]
+    key = (os.path.realpath(path), modified(path), dtype, weight_dtype, vae_path and os.path.realpath(vae_path),
            vae_path and modified(vae_path))
     with _lock:
         checkpoint = _loaded.get(key)
         if checkpoint is None:
-            pipe = t2v_core.load_pipeline(path, device=mm.unet_offload_device(), dtype=dtype, vae=vae_path, ops=OPS)
+            pipe = t2v_core.load_pipeline(path, device=mm.unet_offload_device(), dtype=dtype, vae=vae_path, ops=OPS,
+                                          weight_dtype=weight_dtype)
             checkpoint = Checkpoint(pipe)
             _loaded[key] = checkpoint
-            log.info("Loaded %s (compute dtype %s)", path, dtype)
+            log.info("Loaded %s (compute dtype %s, UNet weights %s)", path, dtype, pipe.unet.dtype)
         return checkpoint
 
 

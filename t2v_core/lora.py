@@ -20,6 +20,7 @@ import torch
 
 from . import keymaps
 from .checkpoint import CheckpointError, read_state_dict
+from .text_encoder import TextEncoder, TextEncoderConfig
 
 # Longest first: ".lora_A.weight" before ".lora_A".
 SUFFIXES = {".lora_down.weight": "down", ".lora_up.weight": "up", ".lora_A.weight": "down", ".lora_B.weight": "up",
@@ -46,6 +47,7 @@ class LoraWeight:
     up: torch.Tensor
     down: torch.Tensor
     alpha: float = None
+    keys: tuple = ()  # the file keys it was read from
 
     @property
     def scale(self):
@@ -90,6 +92,10 @@ class LoraMatch:
 
     def of(self, component):
         return [w for w in self.weights if w.target.component == component]
+
+    def keys_of(self, component):
+        """How many of the file's keys are for ``component``."""
+        return sum(len(w.keys) for w in self.of(component))
 
     @property
     def matched_keys(self):
@@ -142,27 +148,35 @@ def _split_key(key):
 def match_lora(state, unet=None, text_encoder=None, source="LoRA"):
     """The LoRA weights in ``state`` (a file's tensors) for ``unet`` and ``text_encoder``; the keys that fit neither.
 
-    PEFT's ``base_model.model.`` prefix is dropped. A pair without both factors, or factors of the wrong shape, is an
-    error naming the key.
+    Without a ``text_encoder`` the file's text-tower keys are still recognised (by the names of the ViT-H tower of
+    every published checkpoint, built on the meta device; their shapes are not checked), so a caller can tell them
+    from keys of another model. PEFT's ``base_model.model.`` prefix is dropped. A pair without both factors, or
+    factors of the wrong shape, is an error naming the key.
     """
-    names = {**(_unet_names(unet) if unet is not None else {}),
-             **(_text_names(text_encoder) if text_encoder is not None else {})}
+    checked = {"unet", "text_encoder"} if text_encoder is not None else {"unet"}
+    if text_encoder is None:
+        with torch.device("meta"):
+            text_encoder = TextEncoder(TextEncoderConfig())
+    names = {**(_unet_names(unet) if unet is not None else {}), **_text_names(text_encoder)}
     modules, unmatched = {}, []
     for key, tensor in state.items():
         module, role = _split_key(key.removeprefix("base_model.model."))
         if module not in names:
             unmatched.append(key)
             continue
-        modules.setdefault(module, {})[role] = tensor
+        modules.setdefault(module, {})[role] = (key, tensor)
     weights = []
     for module, factors in modules.items():
         if "up" not in factors or "down" not in factors:
             missing = "up (lora_B / lora_up)" if "up" not in factors else "down (lora_A / lora_down)"
             raise LoraError(f"{source}: {module} has no {missing} factor")
-        alpha = factors.get("alpha")
-        weight = LoraWeight(names[module], factors["up"], factors["down"], None if alpha is None else float(alpha))
+        keys = tuple(key for key, _ in factors.values())
+        tensors = {role: tensor for role, (_, tensor) in factors.items()}
+        alpha = tensors.get("alpha")
+        weight = LoraWeight(names[module], tensors["up"], tensors["down"], None if alpha is None else float(alpha), keys)
         try:
-            weight.check()
+            if weight.target.component in checked:
+                weight.check()
         except LoraError as error:
             raise LoraError(f"{source}: {module}: {error}") from None
         weights.append(weight)
@@ -182,7 +196,8 @@ def apply_lora(pipe, lora, strength=1.0, text_strength=None, source=None):
         source, lora = source or str(lora), read_lora(lora)
     match = match_lora(lora, pipe.unet, pipe.text_encoder, source or "LoRA")
     strengths = {"unet": strength, "text_encoder": strength if text_strength is None else text_strength}
-    for weight in match.weights:
+    weights = match.of("unet") + (match.of("text_encoder") if pipe.text_encoder is not None else [])
+    for weight in weights:
         param = getattr(pipe, weight.target.component).get_parameter(weight.target.key)
         rows = param if weight.target.rows is None else param.narrow(0, *weight.target.rows)
         rows.copy_(rows.float() + strengths[weight.target.component] * weight.delta().to(rows.device))

@@ -74,7 +74,8 @@ class Server:
         self.base = Path(base)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        for folder in ("custom_nodes", "models/text2video", "models/vae", "models/diffusion_models", "input", "output"):
+        for folder in ("custom_nodes", "models/text2video", "models/vae", "models/diffusion_models", "models/loras",
+                       "input", "output"):
             (self.base / folder).mkdir(parents=True, exist_ok=True)
         (self.base / "custom_nodes" / PACK_NAME).symlink_to(REPO)
         self.log = open(self.base / "comfyui.log", "w")

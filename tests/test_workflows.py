@@ -7,7 +7,7 @@ import pytest
 from workflows import WORKFLOWS, load
 
 WIDGETS = {
-    "ModelScopeT2VCheckpointLoader": ["ckpt_name", "dtype", "vae_name"],
+    "ModelScopeT2VCheckpointLoader": ["ckpt_name", "dtype", "vae_name", "weight_dtype"],
     "ModelScopeT2VTextEncode": ["text"],
     "ModelScopeT2VEmptyLatentVideo": ["width", "height", "length", "batch_size", "seed", "control_after_generate", "fill"],
     "ModelScopeT2VSampler": ["steps", "cfg", "sampler_name", "denoise", "seed", "control_after_generate", "eta",

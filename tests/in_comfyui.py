@@ -1,0 +1,120 @@
+"""ComfyUI's model management on the pack's MODEL, in-process: a CPU-only server never loads a model partially, so
+the test runs this with a host's interpreter and ComfyUI tree and reads the JSON it prints.
+
+    python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME CHECKPOINT
+
+It loads CHECKPOINT through the pack's loader (ComfyUI's comfy.ops layers), gives a clone a LoRA through core's
+LoraLoaderModelOnly path (PEFT names for the linear and conv layers, Stable LoRA factors for the temporal convs,
+which become dense updates), and runs one UNet forward each, fully loaded and partially loaded (about a third of
+the weights allowed on the load device). Printed: the differences, what the partial load left offloaded, and the
+warnings for a UNet patch the model cannot apply.
+"""
+import importlib
+import json
+import logging
+import sys
+
+root, custom_nodes, pack_name, checkpoint = sys.argv[1:5]
+sys.path[:0] = [root, custom_nodes]
+
+import comfy.cli_args  # noqa: E402  (ComfyUI's modules read their arguments at import)
+
+comfy.cli_args.args.cpu = True
+
+import comfy.sd  # noqa: E402
+import torch  # noqa: E402
+from comfy.model_patcher import LowVramPatch  # noqa: E402
+
+pack = importlib.import_module(pack_name)
+model_module = importlib.import_module(f"{pack_name}.nodes.model")
+importlib.import_module(f"{pack_name}.nodes.lora").install()
+keymaps = importlib.import_module(f"{pack_name}.t2v_core.keymaps")
+patches_module = importlib.import_module(f"{pack_name}.nodes.patches")
+CPU = torch.device("cpu")
+
+
+def lora_for(unet, rank=2, seed=0):
+    """Random factors for every UNet matrix: PEFT names, and Stable LoRA's for the temporal 3x1x1 convs."""
+    g = torch.Generator().manual_seed(seed)
+    cfg, state = unet.config, {}
+    for key, param in unet.state_dict().items():
+        if not key.endswith(".weight") or param.ndim < 2:
+            continue
+        out, inp, *kernel = param.shape
+        if param.ndim == 5:
+            name = keymaps.unet_original(key, param.shape, cfg.layers_per_block, cfg.cross_attention)[0][0][:-7]
+            k = kernel[0]
+            state[f"{name}.lora_A"] = torch.randn(rank * k, inp * k, generator=g) * 0.05
+            state[f"{name}.lora_B"] = torch.randn(out * k, rank * k, generator=g) * 0.05
+            continue
+        module = "unet." + key[:-7]
+        state[f"{module}.lora_A.weight"] = torch.randn(rank, inp, *kernel, generator=g) * 0.05
+        state[f"{module}.lora_B.weight"] = torch.randn(out, rank, *[1] * len(kernel), generator=g) * 0.05
+    return state
+
+
+def forward(patcher, inputs, lowvram):
+    """One UNet forward with ``patcher`` loaded fully (lowvram 0) or within ``lowvram`` bytes; then unloaded."""
+    patcher.load(CPU, lowvram_model_memory=lowvram, full_load=lowvram == 0)
+    net = patcher.model
+    calls = []
+    original_call = LowVramPatch.__call__
+
+    def counting(self, weight, *args, **kwargs):
+        calls.append(self.key)
+        return original_call(self, weight, *args, **kwargs)
+
+    LowVramPatch.__call__ = counting
+    try:
+        with torch.no_grad():
+            out = net.diffusion_model(*inputs)
+    finally:
+        LowVramPatch.__call__ = original_call
+    offloaded = {name for name, m in net.named_modules() if hasattr(m, "prev_comfy_cast_weights")}
+    report = {"offloaded_modules": len(offloaded), "lowvram_patch_calls": len(calls),
+              "loaded_bytes": patcher.loaded_size(), "model_bytes": patcher.model_size(),
+              "weights_on_load_device": sum(p.numel() for n, p in net.named_parameters()
+                                            if n.rsplit(".", 1)[0] not in offloaded)}
+    weights = {n: p.detach().clone() for n, p in net.named_parameters() if n.rsplit(".", 1)[0] in offloaded}
+    patcher.unpatch_model(CPU)
+    return out, report, weights
+
+
+def unapplied_warning():
+    """What the pack logs for a UNet patch it has no place for (core's middle_patch)."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger().addHandler(handler)
+    patches_module.block_patches({"patches": {"middle_patch": [lambda x, extra: x]}})
+    patches_module.block_patches({"patches": {"middle_patch": [lambda x, extra: x]}})
+    logging.getLogger().removeHandler(handler)
+    return [r.getMessage() for r in records if r.levelno == logging.WARNING]
+
+
+def main():
+    checkpoint_value = model_module.load_checkpoint(checkpoint, "fp32")
+    plain = checkpoint_value.model
+    unet = plain.model.diffusion_model.unet
+    original = {n: p.detach().clone() for n, p in plain.model.named_parameters()}
+    with_lora = comfy.sd.load_lora_for_models(plain, None, lora_for(unet), 0.8, 0.0)[0]
+    g = torch.Generator().manual_seed(1)
+    inputs = (torch.randn(2, 4, 3, 8, 8, generator=g), torch.tensor([700.0, 700.0]),
+              torch.randn(2, 77, unet.config.context_dim, generator=g))
+    budget = plain.model_size() // 3
+    full, _, _ = forward(plain, inputs, 0)
+    partial, report, _ = forward(plain, inputs, budget)
+    lora_full, _, _ = forward(with_lora, inputs, 0)
+    lora_partial, lora_report, offloaded = forward(with_lora, inputs, budget)
+    restored = all(torch.equal(p, original[n]) for n, p in plain.model.named_parameters())
+    print(json.dumps({
+        "partial_vs_full": (partial - full).abs().max().item(),
+        "lora_partial_vs_full": (lora_partial - lora_full).abs().max().item(),
+        "lora_effect": (lora_full - full).abs().max().item(),
+        "budget_bytes": budget, "partial": report, "lora_partial": lora_report,
+        "offloaded_weights_unpatched": all(torch.equal(w, original[n]) for n, w in offloaded.items()),
+        "weights_restored": restored, "unapplied_warnings": unapplied_warning(),
+    }))
+
+
+main()

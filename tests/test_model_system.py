@@ -1,0 +1,167 @@
+"""ComfyUI's model system on the pack's MODEL: partial loading with LoRA patches applied on the fly, LoRA files
+through core LoraLoaderModelOnly and the pack's LoRA loader, a LoRA of another model, and fp8 weight storage."""
+import json
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import t2v_core
+from comfyui import PACK_NAME, REPO
+from test_comfyui_nodes import SAMPLER
+from test_core_sampling import core_graph, frames, pack_graph
+from test_lora import stable_lora_state
+from workflows import nodes_of, tiny_text_to_video
+
+LORA_NODE = "90"
+
+
+def tiny_pipe(comfy, **kwargs):
+    return t2v_core.load_pipeline(comfy.base / "models" / "text2video" / "tiny-t2v", **kwargs)
+
+
+def peft_state(unet, seed, rank=2):
+    """Random PEFT-named factors (``unet.<module>.lora_A.weight``) for every matrix of ``unet``, with alphas."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, param in unet.state_dict().items():
+        if key.endswith(".weight") and param.ndim >= 2:
+            out, inp, *kernel = param.shape
+            module = "unet." + key[:-len(".weight")]
+            state[f"{module}.lora_A.weight"] = torch.randn(rank, inp, *kernel, generator=g) * 0.05
+            state[f"{module}.lora_B.weight"] = torch.randn(out, rank, *[1] * len(kernel), generator=g) * 0.05
+            state[f"{module}.alpha"] = torch.tensor(2.0 * rank)
+    return state
+
+
+def write_lora(comfy, name, state):
+    save_file(state, comfy.base / "models" / "loras" / name)
+    return name
+
+
+def with_lora(prompt, sampler_id, lora_name, strength):
+    """``prompt`` with core LoraLoaderModelOnly between the checkpoint loader and the sampler."""
+    prompt[LORA_NODE] = {"class_type": "LoraLoaderModelOnly",
+                         "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": strength}}
+    prompt[sampler_id]["inputs"]["model"] = [LORA_NODE, 0]
+    return prompt
+
+
+def expected_frames(pipe, prompt, seed):
+    text = nodes_of(prompt, "ModelScopeT2VTextEncode")
+    latent = nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo")[0]["inputs"]
+    sampler = nodes_of(prompt, "ModelScopeT2VSampler")[0]["inputs"]
+    video = t2v_core.generate(pipe, text[0]["inputs"]["text"], negative_prompt=text[1]["inputs"]["text"],
+                              num_frames=latent["length"], height=latent["height"], width=latent["width"],
+                              steps=sampler["steps"], guidance_scale=sampler["cfg"], seed=seed)
+    return t2v_core.to_uint8(video).astype(np.float32)
+
+
+def test_partial_load_equals_full_load_with_lora_patches_on_the_fly(comfy):
+    """A third of the weights allowed on the load device: the rest stay offloaded (cast per layer by comfy.ops),
+    the outputs equal the full load's, LoRA patches run on the offloaded weights without writing them, and
+    unloading restores every weight."""
+    result = subprocess.run(
+        [comfy.host.python, str(REPO / "tests" / "in_comfyui.py"), ".", str(comfy.base / "custom_nodes"), PACK_NAME,
+         str(comfy.base / "models" / "text2video" / "tiny-t2v")],
+        cwd=comfy.host.root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["partial_vs_full"] <= 1e-6 and report["lora_partial_vs_full"] <= 1e-6
+    assert report["lora_effect"] > 1e-2
+    for load in (report["partial"], report["lora_partial"]):
+        assert load["offloaded_modules"] > 100
+        assert load["loaded_bytes"] <= report["budget_bytes"] < load["model_bytes"] / 2
+    assert report["partial"]["lowvram_patch_calls"] == 0 < report["lora_partial"]["lowvram_patch_calls"]
+    assert report["offloaded_weights_unpatched"] and report["weights_restored"]
+    assert len(report["unapplied_warnings"]) == 1 and "cannot apply: middle_patch" in report["unapplied_warnings"][0]
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_core_lora_loader_applies_a_peft_file(comfy, strength):
+    """LoraLoaderModelOnly with a diffusers/PEFT file (every layer kind, the temporal Conv3d included): the frames
+    equal t2v_core.generate with the file applied at the same strength; then the plain graph gives plain frames."""
+    pipe = tiny_pipe(comfy)
+    lora_name = write_lora(comfy, "peft_all_layers.safetensors", peft_state(pipe.unet, seed=3))
+    prompt, seed = tiny_text_to_video(width=32, height=32, length=4, steps=3)
+    plain_expected = expected_frames(pipe, prompt, seed)
+    t2v_core.apply_lora(pipe, comfy.base / "models" / "loras" / lora_name, strength)
+    got = frames(comfy, with_lora(json.loads(json.dumps(prompt)), SAMPLER, lora_name, strength))
+    assert np.abs(got - expected_frames(pipe, prompt, seed)).max() <= 2
+    assert np.abs(got - plain_expected).max() > 8
+    assert np.abs(frames(comfy, prompt) - plain_expected).max() <= 1
+
+
+def test_lora_on_the_core_path_matches_core_ksampler(comfy):
+    """With a core scheduler the pack's sampler and core KSampler see the same LoRA-patched MODEL."""
+    pipe = tiny_pipe(comfy)
+    lora_name = write_lora(comfy, "peft_core_path.safetensors", peft_state(pipe.unet, seed=4))
+    ours = frames(comfy, with_lora(pack_graph(11, "euler", "karras"), SAMPLER, lora_name, 0.8))
+    core = frames(comfy, with_lora(core_graph(11, "euler", "karras"), "5", lora_name, 0.8))
+    plain = frames(comfy, pack_graph(11, "euler", "karras"))
+    assert np.abs(ours - core).max() <= 2
+    assert np.abs(ours - plain).max() > 8
+
+
+def test_pack_lora_loader_applies_a_stable_lora_to_unet_and_text_encoder(comfy):
+    """A Stable LoRA file (original ModelScope and OpenCLIP names, loralib factor shapes, text part included)
+    through ModelScope T2V LoRA Loader: the frames equal t2v_core.generate with the file applied."""
+    pipe = tiny_pipe(comfy)
+    state = stable_lora_state(pipe.unet, pipe.text_encoder, seed=9)
+    path = comfy.base / "models" / "loras" / "webui_100_lora_text_to_video.safetensors"
+    save_file({k: v.half() for k, v in state.items()}, path, metadata={"stable_lora_text_to_video": "v1"})
+    prompt, seed = tiny_text_to_video(width=32, height=32, length=4, steps=3)
+    prompt[LORA_NODE] = {"class_type": "ModelScopeT2VLoraLoader",
+                         "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": path.name,
+                                    "strength_model": 0.9, "strength_clip": 0.6}}
+    prompt[SAMPLER]["inputs"]["model"] = [LORA_NODE, 0]
+    for node in nodes_of(prompt, "ModelScopeT2VTextEncode"):
+        node["inputs"]["clip"] = [LORA_NODE, 1]
+    got = frames(comfy, prompt)
+    t2v_core.apply_lora(pipe, path, 0.9, text_strength=0.6)
+    assert np.abs(got - expected_frames(pipe, prompt, seed)).max() <= 2
+
+
+def test_a_lora_of_another_model_is_named_in_one_warning(comfy):
+    """An SD-1.5 style file: nothing matches, the run still succeeds unchanged, and the log names the file once."""
+    name = write_lora(comfy, "sd15_style.safetensors", {
+        "lora_unet_input_blocks_1_1_proj_in.lora_down.weight": torch.zeros(4, 320),
+        "lora_unet_input_blocks_1_1_proj_in.lora_up.weight": torch.zeros(320, 4),
+        "lora_unet_input_blocks_1_1_proj_in.alpha": torch.tensor(4.0)})
+    prompt, seed = tiny_text_to_video(width=32, height=32, length=2, steps=2)
+    got = frames(comfy, with_lora(prompt, SAMPLER, name, 1.0))
+    assert np.abs(got - expected_frames(tiny_pipe(comfy), prompt, seed)).max() <= 1
+    warnings = re.findall(r"ModelScope T2V LoRA sd15_style\.safetensors: 0 of 3 keys matched", comfy.log_text())
+    assert len(warnings) == 1
+
+
+def test_fp8_weights_sample_close_to_full_precision(comfy):
+    """weight_dtype fp8_e4m3fn: the frames equal t2v_core's with the same 8-bit storage, and stay near fp32's."""
+    prompt, seed = tiny_text_to_video(width=32, height=32, length=3, steps=3)
+    for node in nodes_of(prompt, "ModelScopeT2VCheckpointLoader"):
+        node["inputs"].update(dtype="fp32", weight_dtype="fp8_e4m3fn")
+    got = frames(comfy, prompt)
+    pipe = tiny_pipe(comfy, weight_dtype=torch.float8_e4m3fn)
+    assert pipe.unet.conv_in.weight.dtype == torch.float8_e4m3fn
+    assert np.abs(got - expected_frames(pipe, prompt, seed)).max() <= 1
+    full = expected_frames(tiny_pipe(comfy), prompt, seed)
+    assert 0 < np.abs(got - full).mean() < 8
+
+
+def test_text_encoder_part_through_the_model_only_loader_is_named(comfy):
+    """A Stable LoRA with a text-encoder part through core LoraLoaderModelOnly: the UNet part applies, and one
+    warning counts the text-encoder keys and names the loader that applies them."""
+    pipe = tiny_pipe(comfy)
+    state = stable_lora_state(pipe.unet, pipe.text_encoder, seed=2)
+    name = write_lora(comfy, "stable_with_text.safetensors", state)
+    text_keys = sum(1 for key in state if key.startswith("resblocks."))
+    prompt, seed = tiny_text_to_video(width=32, height=32, length=2, steps=2)
+    got = frames(comfy, with_lora(prompt, SAMPLER, name, 1.0))
+    t2v_core.apply_lora(pipe, {k: v for k, v in state.items() if not k.startswith("resblocks.")})
+    assert np.abs(got - expected_frames(pipe, prompt, seed)).max() <= 2
+    line = (f"ModelScope T2V LoRA stable_with_text.safetensors: {len(state) - text_keys} of {len(state)} keys matched "
+            f"this model ({text_keys} text-encoder keys need the ModelScope T2V LoRA Loader")
+    assert comfy.log_text().count(line) == 1
