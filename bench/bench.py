@@ -148,10 +148,15 @@ def fp16_unet_file():
     return folder
 
 
+WEIGHT_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+
+
 def memory_child(which, folder, frames, device, dtype_name, out):
     """One process: load the .fp16. UNet, one B2 (CFG) forward in ``dtype_name`` on ``device``; print the peak
-    memory: RSS on CPU, torch.cuda.max_memory_allocated on GPU (weights included in both)."""
+    memory: RSS on CPU, torch.cuda.max_memory_allocated on GPU (weights included in both). ``which``: "diffusers",
+    "ours", or "ours:<weight dtype>" (the UNet's matrices stored in fp8)."""
     dtype = DTYPES[dtype_name]
+    which, _, weight_dtype = which.partition(":")
     g = torch.Generator().manual_seed(0)
     x, c = torch.randn(2, 4, frames, 32, 32, generator=g), torch.randn(2, 77, 1024, generator=g)
     x, c, t = x.to(device, dtype), c.to(device, dtype), torch.tensor([500, 500], device=device)
@@ -165,15 +170,18 @@ def memory_child(which, folder, frames, device, dtype_name, out):
             import t2v_core
 
             # The weights stay in their stored fp16 and are cast layer by layer when computing in another dtype.
-            unet = t2v_core.load_unet(Path(folder) / "diffusion_pytorch_model.fp16.safetensors", head_dim=64).to(device)
+            unet = t2v_core.load_unet(Path(folder) / "diffusion_pytorch_model.fp16.safetensors", head_dim=64,
+                                      weight_dtype=WEIGHT_DTYPES.get(weight_dtype)).to(device)
             y = unet(x, t, c)
     torch.save(y.float().cpu(), out)
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else peak_rss_gib()
-    print(json.dumps({"peak_gib": peak}))
+    weights = sum(p.nbytes for p in unet.parameters()) / 2 ** 30
+    print(json.dumps({"peak_gib": peak, "weights_gib": weights}))
 
 
-def peak_memory(which, folder, frames, args, tmp):
-    """(peak GiB, output) of ``memory_child`` in a fresh process, or (None, None) when it ran out of memory."""
+def peak_memory(which, folder, frames, args, tmp, field="peak_gib"):
+    """(peak GiB, output) of ``memory_child`` in a fresh process, or (None, None) when it ran out of memory;
+    ``field="weights_gib"``: the weights' size instead of the peak."""
     out = Path(tmp) / f"{which}-{frames}.pt"
     result = subprocess.run([sys.executable, __file__, "--child-memory", which, str(folder), str(frames), args.device,
                              args.dtype, str(out)], capture_output=True, text=True)
@@ -181,7 +189,8 @@ def peak_memory(which, folder, frames, args, tmp):
         if "out of memory" in result.stderr.lower():
             return None, None
         raise RuntimeError(f"memory child {which} failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.splitlines()[-1])["peak_gib"], torch.load(out)
+    report = json.loads(result.stdout.splitlines()[-1])
+    return (report["peak_gib"], report["weights_gib"]) if field == "both" else report[field], torch.load(out)
 
 
 def bench_memory(args):
@@ -200,6 +209,32 @@ def bench_memory(args):
               f"F{frames} forward; max |ours - diffusers| = {diff}", ["", kind], rows)
         if all(peak is not None for peak, _ in results.values()):
             print(f"ratio ours/diffusers: {results['ours'][0] / results['diffusers'][0]:.3f}")
+
+
+def bench_fp8(args):
+    """The loader's weight_dtype: peak memory of one CFG UNet step with the UNet's matrices stored in fp8 (and
+    diffusers' from the same .fp16. file), and the output's drift from the 16-bit weights computed alike."""
+    folder = fp16_unet_file()
+    kind = "peak RSS" if args.device == "cpu" else "peak VRAM"
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {which: peak_memory(which, folder, args.frames, args, tmp, field="both")
+                   for which in ("diffusers", "ours", *(f"ours:{name}" for name in WEIGHT_DTYPES))}
+    reference = results["ours"][1]
+    scale = reference.pow(2).mean().sqrt().item()
+    rows = []
+    for which, ((peak, weights), out) in results.items():
+        drift = out - reference
+        rows.append([which, f"{weights:.2f}", f"{peak:.2f}", f"{drift.abs().max().item():.2e}",
+                     f"{drift.pow(2).mean().sqrt().item() / scale:.2%}"])
+    table(f"UNet weights and {kind} (GiB), drift, separate processes: the .fp16. UNet loaded as stored or with fp8 "
+          f"matrices, {args.dtype} compute, one B2 (CFG) x F{args.frames} forward; drift against ours with the 16-bit "
+          f"weights (output RMS {scale:.3f}; random weights)", ["", "weights", kind, "max |diff|", "RMS diff / RMS"],
+          rows)
+    for which in WEIGHT_DTYPES:
+        (peak, weights), _ = results["ours:" + which]
+        print(f"ours:{which}: weights {weights / results['ours'][0][1]:.3f}x ours 16-bit, "
+              f"{weights / results['diffusers'][0][1]:.3f}x diffusers'; {kind} {peak / results['diffusers'][0][0]:.3f}x "
+              f"diffusers'")
 
 
 def bench_preview(args, unet_seconds):
@@ -228,8 +263,8 @@ def main():
     parser.add_argument("--frames", type=int, default=None, help="UNet frames (default: 16 on GPU, 4 on CPU, 2 quick)")
     parser.add_argument("--compile", action="store_true", help="time our UNet under torch.compile (compile time apart)")
     parser.add_argument("--steps", type=int, default=None, help="generate's DDIM steps (default: 50 on GPU, 5 on CPU, 2 quick)")
-    parser.add_argument("--only", nargs="*", default=["unet", "vae", "text", "generate", "memory"],
-                        choices=["unet", "vae", "text", "generate", "memory"])
+    parser.add_argument("--only", nargs="*", default=["unet", "vae", "text", "generate", "memory", "fp8"],
+                        choices=["unet", "vae", "text", "generate", "memory", "fp8"])
     parser.add_argument("--child-memory", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -262,6 +297,8 @@ def main():
         bench_generate(args)
     if "memory" in args.only:
         bench_memory(args)
+    if "fp8" in args.only:
+        bench_fp8(args)
 
 
 if __name__ == "__main__":

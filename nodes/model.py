@@ -42,7 +42,6 @@ class T2VModelConfig(comfy.supported_models_base.BASE):
     unet_config = {"disable_unet_model_creation": True}  # the UNet is ours, built by t2v_core
     unet_extra_config = {}
     latent_format = T2VLatentFormat
-    memory_usage_factor = 2.0
 
     def __init__(self, unet, schedule):
         # model_channels: what core patch nodes (FreeU, FreeU_V2) read to find the UNet's levels
@@ -79,6 +78,13 @@ class T2VModel(comfy.model_base.BaseModel):
         self.diffusion_model = DiffusionModel(unet)
         self.schedule = schedule
         self.compute_dtype = compute_dtype
+
+    def memory_required(self, input_shape, cond_shapes={}):
+        """Working memory of one UNet call on latents [B, C, F, h, w] (ComfyUI frees this much before sampling and
+        sizes its cond/uncond batches by it): t2v_core's estimate, the one its own sampler checks."""
+        batch, _, frames, height, width = input_shape
+        return t2v_core.sampling_bytes(self.diffusion_model.unet.config, batch, frames, height, width,
+                                       self.compute_dtype)
 
 
 class TextEncoder:

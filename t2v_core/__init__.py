@@ -3,7 +3,7 @@ from .checkpoint import PICKLE_SUFFIXES, CheckpointError
 from .generate import generate, initial_noise, sample
 from .lora import LoraError, apply_lora, match_lora, read_lora
 from .loading import FOLDER_MARKERS, detect_format, load_pipeline, load_unet, load_vae, save_single_file
-from .memory import NotEnoughMemory, check_fits
+from .memory import NotEnoughMemory, check_fits, sampling_bytes
 from .patches import BlockPatches, freeu
 from .pipeline import DTYPES, MissingComponent, Pipeline
 from .preview import latent_strip
@@ -11,7 +11,8 @@ from .samplers import SAMPLERS
 from .schedule import NoiseSchedule
 from .video import temporary_file, to_uint8, write_video
 
-__all__ = ["BlockPatches", "CheckpointError", "DTYPES", "FOLDER_MARKERS", "LoraError", "MissingComponent", "NoiseSchedule", "NotEnoughMemory",
-           "PICKLE_SUFFIXES", "Pipeline", "SAMPLERS", "apply_lora", "check_fits", "detect_format", "freeu", "generate",
-           "initial_noise", "latent_strip", "load_pipeline", "load_unet", "load_vae", "match_lora", "read_lora", "sample",
-           "save_single_file", "temporary_file", "to_uint8", "write_video"]
+__all__ = ["BlockPatches", "CheckpointError", "DTYPES", "FOLDER_MARKERS", "LoraError", "MissingComponent",
+           "NoiseSchedule", "NotEnoughMemory", "PICKLE_SUFFIXES", "Pipeline", "SAMPLERS", "apply_lora", "check_fits",
+           "detect_format", "freeu", "generate", "initial_noise", "latent_strip", "load_pipeline", "load_unet",
+           "load_vae", "match_lora", "read_lora", "sample", "sampling_bytes", "save_single_file", "temporary_file",
+           "to_uint8", "write_video"]

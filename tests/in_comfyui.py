@@ -114,6 +114,7 @@ def main():
         "budget_bytes": budget, "partial": report, "lora_partial": lora_report,
         "offloaded_weights_unpatched": all(torch.equal(w, original[n]) for n, w in offloaded.items()),
         "weights_restored": restored, "unapplied_warnings": unapplied_warning(),
+        "memory_required": {frames: plain.model.memory_required([2, 4, frames, 32, 32]) for frames in (16, 32)},
     }))
 
 

@@ -78,6 +78,10 @@ def test_partial_load_equals_full_load_with_lora_patches_on_the_fly(comfy):
     assert report["partial"]["lowvram_patch_calls"] == 0 < report["lora_partial"]["lowvram_patch_calls"]
     assert report["offloaded_weights_unpatched"] and report["weights_restored"]
     assert len(report["unapplied_warnings"]) == 1 and "cannot apply: middle_patch" in report["unapplied_warnings"][0]
+    pipe = tiny_pipe(comfy)
+    estimate = {int(k): v for k, v in report["memory_required"].items()}
+    assert estimate == {f: t2v_core.sampling_bytes(pipe.unet.config, 2, f, 32, 32, torch.float32) for f in (16, 32)}
+    assert estimate[32] == 2 * estimate[16]
 
 
 @pytest.mark.parametrize("strength", [1.0, 0.5])
