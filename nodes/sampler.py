@@ -3,8 +3,9 @@
 Without a core scheduler it walks t2v_core's samplers on the reference DDIM grid (diffusers' and the original's
 results). With one it samples through ComfyUI's own ``comfy.sample.sample``, as core KSampler does, so the
 MODEL's patches (context windows, CFG functions, model sampling overrides) and the latent's ``noise_mask`` apply
-and core KSampler's result comes out for the same noise, sampler, scheduler and seed. The UNet's block patches
-(FreeU, FreeU_V2) apply on both paths.
+and core KSampler's result comes out for the same noise, sampler, scheduler and seed. A MODEL with such patches
+or a masked latent on the reference grid takes ComfyUI's sampling too, on the grid's own sigmas. The UNet's block
+and attention patches (FreeU, PerturbedAttentionGuidance) apply on every path.
 """
 import logging
 
@@ -30,6 +31,8 @@ SCHEDULERS = [REFERENCE, *comfy.samplers.KSampler.SCHEDULERS]
 # model_options that only ComfyUI's sampling applies (set by ContextWindowsManual, RescaleCFG, CFG guiders, ...).
 SAMPLING_HOOKS = ("context_handler", "sampler_cfg_function", "sampler_pre_cfg_function", "sampler_post_cfg_function",
                   "sampler_calc_cond_batch_function", "model_function_wrapper")
+# The reference grid's samplers in ComfyUI's sampling (DDIM with eta 0 is Euler's method in sigma).
+CORE_SAMPLERS = {"ddim": "euler", "euler": "euler", "euler_ancestral": "euler_ancestral", "dpmpp_2m": "dpmpp_2m"}
 log = logging.getLogger(__name__)
 
 
@@ -97,8 +100,8 @@ class Sampler(io.ComfyNode):
                 io.Combo.Input("scheduler", options=SCHEDULERS, default=REFERENCE, optional=True,
                                tooltip="modelscope: the original's timestep grid and samplers (diffusers' results). "
                                        "A core scheduler (karras, normal, ...) samples as core KSampler does, with "
-                                       "the MODEL's patches (context windows, CFG functions) and the same result "
-                                       "for the same seed; eta is then not used."),
+                                       "the same result for the same seed; eta is then not used. The MODEL's patches "
+                                       "(context windows, CFG functions) apply with either."),
             ],
             outputs=[io.Latent.Output(tooltip="The denoised video latents.")],
         )
@@ -114,7 +117,9 @@ class Sampler(io.ComfyNode):
         if scheduler != REFERENCE:
             return io.NodeOutput(sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name,
                                                 scheduler, denoise, seed))
-        warn_unapplied_hooks(model)
+        if sampling_hooks(model) or latent.get("noise_mask") is not None:
+            return io.NodeOutput(sample_reference_as_core(model, t2v, positive, negative, latent, noise, steps, cfg,
+                                                          sampler_name, denoise, seed, eta))
         generator = torch.Generator("cpu").manual_seed(seed)  # the starting noise, then any per-step noise
         noise_samples, init = start_noise(latent, noise, denoise, generator)
         width = t2v.diffusion_model.unet.config.context_dim
@@ -140,26 +145,26 @@ class Sampler(io.ComfyNode):
         return io.NodeOutput({"samples": latents.to(mm.intermediate_device())})
 
 
-def warn_unapplied_hooks(model):
-    """The reference grid runs t2v_core's samplers, not ComfyUI's sampling: say which patches that leaves out."""
-    hooks = [name for name in SAMPLING_HOOKS if model.model_options.get(name)]
-    if hooks:
-        log.warning("ModelScope T2V Sampler: the MODEL carries %s (from core nodes such as ContextWindowsManual or "
-                    "RescaleCFG); scheduler 'modelscope' walks the reference grid without ComfyUI's sampling hooks, "
-                    "so they are not applied. Choose a core scheduler (karras, normal, ...) to apply them.",
-                    ", ".join(hooks))
+def sampling_hooks(model):
+    """The MODEL's model_options that only ComfyUI's sampling applies."""
+    return [name for name in SAMPLING_HOOKS if model.model_options.get(name)]
 
 
-def sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name, scheduler, denoise, seed):
-    """``comfy.sample.sample`` as core KSampler calls it. The pack's noise video at denoise 1.0 is the noise itself
+def core_noise(latent, noise, denoise, seed):
+    """(noise, latent image) for ComfyUI's sampling. The pack's noise video at denoise 1.0 is the noise itself
     (core's ``prepare_noise`` draws the same bits from the same seed) on an empty latent."""
     samples = video_latents(latent, "latent")
     if noise is not None:
-        noise_samples, _ = start_noise(latent, noise, denoise, None)
-    elif latent.get("t2v_noise") and denoise == 1.0:
-        noise_samples, samples = samples, torch.zeros_like(samples)
-    else:
-        noise_samples = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+        return start_noise(latent, noise, denoise, None)[0], samples
+    if latent.get("t2v_noise") and denoise == 1.0:
+        return samples, torch.zeros_like(samples)
+    return comfy.sample.prepare_noise(samples, seed, latent.get("batch_index")), samples
+
+
+def run_core_sampling(model, t2v, latent, noise_samples, samples, steps, cfg, sampler_name, scheduler, positive,
+                      negative, denoise, seed, sigmas=None):
+    """``comfy.sample.sample`` as core KSampler calls it (``sigmas``: custom ones instead of the scheduler's), with
+    the pack's progress bar and preview; the LATENT that comes out."""
     bar = comfy.utils.ProgressBar(steps)
     preview = strip_previewer(t2v.latent_format)
 
@@ -168,8 +173,43 @@ def sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sa
         bar.update_absolute(step + 1, total, preview(denoised) if preview else None)
 
     result = comfy.sample.sample(model, noise_samples, steps, cfg, sampler_name, scheduler, positive, negative, samples,
-                                 denoise=denoise, noise_mask=latent.get("noise_mask"), callback=callback,
-                                 disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+                                 denoise=denoise, noise_mask=latent.get("noise_mask"), sigmas=sigmas,
+                                 callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     out = {key: value for key, value in latent.items() if key != "t2v_noise"}
     out["samples"] = result.to(mm.intermediate_device())
+    return out
+
+
+def sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name, scheduler, denoise, seed):
+    noise_samples, samples = core_noise(latent, noise, denoise, seed)
+    return run_core_sampling(model, t2v, latent, noise_samples, samples, steps, cfg, sampler_name, scheduler, positive,
+                             negative, denoise, seed)
+
+
+def sample_reference_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name, denoise, seed,
+                             eta):
+    """The reference grid through ComfyUI's sampling, for a MODEL whose hooks (context windows, CFG functions) or a
+    latent whose noise mask only that applies. The grid's sigmas become custom sigmas: DDIM (eta 0) is Euler's
+    method on them ending at alpha_bar[0], as the original; the others end at 0, as t2v_core's. Without hooks these
+    are the reference frames; ancestral noise comes from ComfyUI's seeded sampler noise instead of the pack's."""
+    if sampler_name == "ddim" and eta > 0:
+        log.warning("ModelScope T2V Sampler: eta %.2f is not applied: the MODEL's sampling hooks (%s) run in "
+                    "ComfyUI's sampling, which has no DDIM with eta; use euler_ancestral for per-step noise.", eta,
+                    ", ".join(sampling_hooks(model)) or "noise_mask")
+    timesteps = t2v.schedule.timesteps(steps, denoise)
+    sigmas = t2v.schedule.sigmas(timesteps)
+    if sampler_name != "ddim":
+        sigmas[-1] = 0.0
+    if latent.get("noise_mask") is not None:  # inpainting: the latent holds what is kept
+        noise_samples, samples = core_noise(latent, noise, denoise, seed)
+    else:  # the reference path's start (start_noise), in ComfyUI's terms
+        noise_samples, samples = start_noise(latent, noise, denoise, torch.Generator("cpu").manual_seed(seed))
+        if samples is None:  # x_T on the variance-preserving scale; ComfyUI scales noise by sigma below sigma_max
+            noise_samples = noise_samples * float((1 + sigmas[0] ** 2).sqrt() / sigmas[0])
+            samples = torch.zeros_like(noise_samples)
+    out = run_core_sampling(model, t2v, latent, noise_samples, samples, len(sigmas) - 1, cfg,
+                            CORE_SAMPLERS[sampler_name], "normal", positive, negative, denoise, seed,
+                            sigmas=sigmas.float())
+    if sampler_name == "ddim":  # ComfyUI returns x0 + sigma * eps at alpha_bar[0]; the original, its VP form
+        out["samples"] = out["samples"] / float((1 + sigmas[-1] ** 2).sqrt())
     return out

@@ -86,13 +86,18 @@ def test_model_patches_apply_as_in_core_ksampler(comfy, node_type):
     assert np.abs(ours - core).max() <= 2, np.abs(ours - core).max()
 
 
-def test_patches_the_reference_grid_cannot_apply_are_named(comfy):
-    """scheduler 'modelscope' runs t2v_core's samplers: a CFG patch is left out, and the log says so."""
-    plain = frames(comfy, pack_graph(5, "euler", "modelscope"))
-    rescaled = frames(comfy, patched(pack_graph(5, "euler", "modelscope"), SAMPLER, "RescaleCFG", {"multiplier": 0.7}))
-    assert np.array_equal(plain, rescaled)
-    assert "the MODEL carries sampler_cfg_function" in comfy.log_text()
-    assert "Choose a core scheduler" in comfy.log_text()
+@pytest.mark.parametrize("sampler_name", ["ddim", "dpmpp_2m"])
+def test_reference_grid_runs_sampling_hooks_through_core_sampling(comfy, sampler_name):
+    """scheduler 'modelscope' with a MODEL carrying sampling hooks walks the reference grid in ComfyUI's sampling:
+    with a hook that changes nothing (RescaleCFG at multiplier 0) the frames are the reference ones; a real
+    RescaleCFG and context windows change them."""
+    plain = frames(comfy, pack_graph(5, sampler_name, "modelscope"))
+    neutral = frames(comfy, patched(pack_graph(5, sampler_name, "modelscope"), SAMPLER, "RescaleCFG", {"multiplier": 0.0}))
+    rescaled = frames(comfy, patched(pack_graph(5, sampler_name, "modelscope"), SAMPLER, "RescaleCFG", {"multiplier": 0.7}))
+    windows = frames(comfy, patched(pack_graph(5, sampler_name, "modelscope"), SAMPLER, "ContextWindowsManual",
+                                    context_windows(comfy)))
+    assert np.abs(neutral - plain).max() <= 2
+    assert np.abs(rescaled - plain).max() > 8 and np.abs(windows - plain).max() > 8
 
 
 FREEU = {"FreeU": {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}, "FreeU_V2": {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}}
@@ -114,13 +119,17 @@ def test_freeu_changes_both_samplers_as_in_core_ksampler(comfy, node_type):
 
 def test_perturbed_attention_guidance_acts_as_in_core_ksampler(comfy):
     """PerturbedAttentionGuidance replaces the middle block's self-attention (an attn1 replacement) in a post-CFG
-    function: on the core path the frames change and equal core KSampler's with the same patch."""
+    function: the frames change on both paths, and equal core KSampler's on the core path."""
     inputs = {"scale": 3.0}
     plain = frames(comfy, pack_graph(3, "euler", "karras"))
     ours = frames(comfy, patched(pack_graph(3, "euler", "karras"), SAMPLER, "PerturbedAttentionGuidance", inputs))
     core = frames(comfy, patched(core_graph(3, "euler", "karras"), "5", "PerturbedAttentionGuidance", inputs))
     assert np.abs(ours - plain).max() > 10
     assert np.abs(ours - core).max() <= 2
+    reference = frames(comfy, pack_graph(3, "ddim", "modelscope"))
+    reference_pag = frames(comfy, patched(pack_graph(3, "ddim", "modelscope"), SAMPLER, "PerturbedAttentionGuidance",
+                                          inputs))
+    assert np.abs(reference_pag - reference).max() > 10
     assert "cannot apply: attn1 replacement" not in comfy.log_text()
 
 

@@ -88,17 +88,19 @@ def test_peft_lora_unet_matches_peft_in_diffusers(strength, peft_file, checkpoin
     assert (plain - expected).abs().max().item() > 1e-2
 
 
-def test_peft_lora_frames_match_diffusers_pipeline(peft_file, checkpoints):
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_peft_lora_frames_match_diffusers_pipeline(strength, peft_file, checkpoints):
     """generate with the LoRA against TextToVideoSDPipeline with PEFT's adapters, same seed: within 2/255."""
     from diffusers import TextToVideoSDPipeline
 
     ref = TextToVideoSDPipeline.from_pretrained(checkpoints["diffusers"])
     ref.set_progress_bar_config(disable=True)
     peft_lora(ref.unet, seed=5)
+    set_peft_strength(ref.unet, strength)
     expected = ref(PROMPT, num_frames=3, height=32, width=48, num_inference_steps=4, guidance_scale=9.0,
                    generator=torch.Generator("cpu").manual_seed(42), output_type="np").frames[0]
     pipe = t2v_core.load_pipeline(checkpoints["diffusers"])
-    t2v_core.apply_lora(pipe, peft_file)
+    t2v_core.apply_lora(pipe, peft_file, strength)
     video = t2v_core.generate(pipe, PROMPT, num_frames=3, height=32, width=48, steps=4, guidance_scale=9.0, seed=42)
     assert np.abs(video.numpy() - expected).max() <= 2 / 255
 

@@ -143,8 +143,9 @@ def test_a_lora_of_another_model_is_named_in_one_warning(comfy):
 
 
 def test_fp8_weights_sample_close_to_full_precision(comfy):
-    """weight_dtype fp8_e4m3fn: the frames equal t2v_core's with the same 8-bit storage, and stay near fp32's."""
-    prompt, seed = tiny_text_to_video(width=32, height=32, length=3, steps=3)
+    """weight_dtype fp8_e4m3fn: the frames equal t2v_core's with the same 8-bit storage, and stay the same video:
+    they differ from the 16-bit weights' frames far less than those differ from another seed's."""
+    prompt, seed = tiny_text_to_video(width=32, height=32, length=3, steps=3, seed=1234)
     for node in nodes_of(prompt, "ModelScopeT2VCheckpointLoader"):
         node["inputs"].update(dtype="fp32", weight_dtype="fp8_e4m3fn")
     got = frames(comfy, prompt)
@@ -152,7 +153,8 @@ def test_fp8_weights_sample_close_to_full_precision(comfy):
     assert pipe.unet.conv_in.weight.dtype == torch.float8_e4m3fn
     assert np.abs(got - expected_frames(pipe, prompt, seed)).max() <= 1
     full = expected_frames(tiny_pipe(comfy), prompt, seed)
-    assert 0 < np.abs(got - full).mean() < 8
+    other_seed = expected_frames(tiny_pipe(comfy), prompt, seed + 1)
+    assert 0 < np.abs(got - full).mean() < 0.5 * np.abs(other_seed - full).mean()
 
 
 def test_text_encoder_part_through_the_model_only_loader_is_named(comfy):
