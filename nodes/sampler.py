@@ -36,15 +36,26 @@ CORE_SAMPLERS = {"ddim": "euler", "euler": "euler", "euler_ancestral": "euler_an
 log = logging.getLogger(__name__)
 
 
-def context_of(conditioning, input_name, width):
-    """The [1, 77, D] context of a CONDITIONING input (the first entry when several were combined)."""
+def check_conditioning(conditioning, input_name, width):
+    """An error naming the input unless every entry of a CONDITIONING input is text context this model reads."""
     if not conditioning:
         raise ValueError(f"{input_name}: empty conditioning; connect a ModelScope T2V Text Encode node")
-    context = conditioning[0][0]
-    if context.shape[-1] != width:
-        raise ValueError(f"{input_name}: the conditioning is {context.shape[-1]} wide, this model reads {width}-wide "
-                         f"text context; encode the prompt with ModelScope T2V Text Encode (not an image model's CLIP)")
-    return context
+    for context, _ in conditioning:
+        if context.ndim != 3 or context.shape[-1] != width:
+            raise ValueError(f"{input_name}: the conditioning is {list(context.shape)}, this model reads "
+                             f"[batch, tokens, {width}] text context; encode the prompt with ModelScope T2V Text "
+                             f"Encode (not an image model's CLIP)")
+
+
+def plain_contexts(positive, negative):
+    """(negative, positive) contexts for t2v_core's samplers, or None when the conditioning means more than one
+    context per prompt: several entries (ConditioningCombine), options such as timestep ranges or strength, or
+    prompts of different lengths (ConditioningConcat), which only ComfyUI's sampling applies."""
+    entries = (negative, positive)
+    if any(len(c) != 1 or any(value is not None for value in c[0][1].values()) for c in entries):
+        return None
+    contexts = [c[0][0] for c in entries]
+    return contexts if contexts[0].shape == contexts[1].shape else None
 
 
 def start_noise(latent, noise, denoise, generator):
@@ -114,16 +125,19 @@ class Sampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, steps, cfg, sampler_name, denoise, noise=None, seed=0,
                 eta=0.0, scheduler=REFERENCE) -> io.NodeOutput:
         t2v = require_t2v_model(model)
+        width = t2v.diffusion_model.unet.config.context_dim
+        check_conditioning(positive, "positive", width)
+        check_conditioning(negative, "negative", width)
         if scheduler != REFERENCE:
             return io.NodeOutput(sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name,
                                                 scheduler, denoise, seed))
-        if sampling_hooks(model) or latent.get("noise_mask") is not None:
+        contexts = plain_contexts(positive, negative)
+        if sampling_hooks(model) or latent.get("noise_mask") is not None or contexts is None:
             return io.NodeOutput(sample_reference_as_core(model, t2v, positive, negative, latent, noise, steps, cfg,
                                                           sampler_name, denoise, seed, eta))
         generator = torch.Generator("cpu").manual_seed(seed)  # the starting noise, then any per-step noise
         noise_samples, init = start_noise(latent, noise, denoise, generator)
-        width = t2v.diffusion_model.unet.config.context_dim
-        context = torch.cat([context_of(negative, "negative", width), context_of(positive, "positive", width)])
+        context = torch.cat(contexts)
         mm.load_models_gpu([model])
         unet = t2v.diffusion_model.unet
         total = len(t2v.schedule.timesteps(steps, denoise)) - 1
@@ -188,14 +202,14 @@ def sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sa
 
 def sample_reference_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name, denoise, seed,
                              eta):
-    """The reference grid through ComfyUI's sampling, for a MODEL whose hooks (context windows, CFG functions) or a
-    latent whose noise mask only that applies. The grid's sigmas become custom sigmas: DDIM (eta 0) is Euler's
+    """The reference grid through ComfyUI's sampling, for a MODEL whose hooks (context windows, CFG functions), a
+    latent whose noise mask or conditioning (combined, timestep ranges, ...) only that applies. The grid's sigmas become custom sigmas: DDIM (eta 0) is Euler's
     method on them ending at alpha_bar[0], as the original; the others end at 0, as t2v_core's. Without hooks these
     are the reference frames; ancestral noise comes from ComfyUI's seeded sampler noise instead of the pack's."""
     if sampler_name == "ddim" and eta > 0:
-        log.warning("ModelScope T2V Sampler: eta %.2f is not applied: the MODEL's sampling hooks (%s) run in "
-                    "ComfyUI's sampling, which has no DDIM with eta; use euler_ancestral for per-step noise.", eta,
-                    ", ".join(sampling_hooks(model)) or "noise_mask")
+        log.warning("ModelScope T2V Sampler: eta %.2f is not applied: this run takes ComfyUI's sampling (for the "
+                    "MODEL's patches, a noise mask or combined conditioning), which has no DDIM with eta; use "
+                    "euler_ancestral for per-step noise.", eta)
     timesteps = t2v.schedule.timesteps(steps, denoise)
     sigmas = t2v.schedule.sigmas(timesteps)
     if sampler_name != "ddim":
