@@ -2,13 +2,13 @@
 from comfy_api.latest import ComfyExtension, io
 
 from . import lora, paths
-from .conditioning import TextEncode
+from .conditioning import PromptSchedule, TextEncode
 from .latent import Decode, EmptyLatentVideo, Encode
 from .loader import CheckpointLoader
 from .sampler import Sampler
 from .save import SaveVideo
 
-NODES = [CheckpointLoader, TextEncode, EmptyLatentVideo, Sampler, Decode, Encode, SaveVideo, lora.LoraLoader]
+NODES = [CheckpointLoader, TextEncode, EmptyLatentVideo, Sampler, Decode, Encode, SaveVideo, lora.LoraLoader, PromptSchedule]
 
 
 class ModelScopeT2VExtension(ComfyExtension):

@@ -1,8 +1,9 @@
-"""Text encode node."""
+"""Text encode nodes: one prompt, or prompts per frame."""
 from comfy_api.latest import io
 
+from .. import t2v_core
 from .loader import CATEGORY
-from .types import T2VClip
+from .types import FRAMES, T2VClip
 
 
 class TextEncode(io.ComfyNode):
@@ -25,3 +26,34 @@ class TextEncode(io.ComfyNode):
     @classmethod
     def execute(cls, clip, text) -> io.NodeOutput:
         return io.NodeOutput([[clip.encode(text), {}]])
+
+
+class PromptSchedule(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ModelScopeT2VPromptSchedule",
+            display_name="ModelScope Text-to-Video Prompt Schedule",
+            category=CATEGORY,
+            description="Prompts per frame: one 'FRAME: prompt' per line. Each frame reads its keyframe's text, and "
+                        "the frames between two keyframes a blend of both, while the temporal layers keep the "
+                        "motion coherent.",
+            inputs=[
+                T2VClip.Input("clip", tooltip="The text encoder from the ModelScope T2V checkpoint loader."),
+                io.String.Input("text", multiline=True, default="0: a calm sea\n-1: a storm at sea",
+                                tooltip="One keyframe per line, 'FRAME: prompt' (frames from 0; -1 is the last). "
+                                        "Frames before the first keyframe read its prompt, after the last likewise."),
+                io.Int.Input("length", default=16, min=1, max=4096,
+                             tooltip="Frames of the clip: the latent's length (ModelScope T2V Noise Video)."),
+            ],
+            outputs=[io.Conditioning.Output(tooltip="A context per frame, [1, length x 77, 1024]; for the "
+                                                    "positive input of the ModelScope T2V sampler.")],
+        )
+
+    @classmethod
+    def execute(cls, clip, text, length) -> io.NodeOutput:
+        try:
+            context = t2v_core.encode_prompt_schedule(clip.encode, text, length)  # [1, F, 77, D]
+        except t2v_core.ScheduleError as error:
+            raise ValueError(f"text: {error}") from None
+        return io.NodeOutput([[context.flatten(1, 2), {FRAMES: length}]])  # tokens of all frames in a row

@@ -10,6 +10,7 @@ import os
 import threading
 import weakref
 
+import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management as mm
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import t2v_core
+from .types import FRAMES
 from .layers import OPS
 from .patches import block_patches
 
@@ -63,8 +65,19 @@ class DiffusionModel(nn.Module):
     def dtype(self):
         return self.unet.dtype
 
-    def forward(self, x, timesteps, context=None, transformer_options=None, **kwargs):
+    def forward(self, x, timesteps, context=None, transformer_options=None, t2v_frames=None, **kwargs):
+        """``t2v_frames``: the context holds that many frames' tokens in a row (a prompt schedule)."""
+        if t2v_frames is not None:
+            context = frame_contexts(context, t2v_frames, x.shape[2])
         return self.unet(x, timesteps, context, patches=block_patches(transformer_options or {}))
+
+
+def frame_contexts(context, frames, latent_frames):
+    """A prompt schedule's [B, F x N, D] context as [B, F, N, D], or an error when the latent has other frames."""
+    if frames != latent_frames:
+        raise ValueError(f"positive: the prompt schedule is for {frames} frames, the latent has {latent_frames} "
+                         f"(context windows split the clip; use one pass or a schedule of the latent's length)")
+    return context.unflatten(1, (frames, -1))
 
 
 class T2VModel(comfy.model_base.BaseModel):
@@ -78,6 +91,13 @@ class T2VModel(comfy.model_base.BaseModel):
         self.diffusion_model = DiffusionModel(unet)
         self.schedule = schedule
         self.compute_dtype = compute_dtype
+
+    def extra_conds(self, **kwargs):
+        """Core's conditions, and a prompt schedule's frame count for ``DiffusionModel``."""
+        out = super().extra_conds(**kwargs)
+        if kwargs.get(FRAMES) is not None:
+            out[FRAMES] = comfy.conds.CONDConstant(kwargs[FRAMES])
+        return out
 
     def memory_required(self, input_shape, cond_shapes={}):
         """Working memory of one UNet call on latents [B, C, F, h, w] (ComfyUI frees this much before sampling and

@@ -19,9 +19,10 @@ from comfy_api.latest import io
 from .. import t2v_core
 from .latent import video_latents
 from .loader import CATEGORY
-from .model import require_t2v_model
+from .model import frame_contexts, require_t2v_model
 from .patches import block_patches
 from .preview import strip_previewer
+from .types import FRAMES
 from .validation import check_choices
 
 MEMORY_ADVICE = ("Use fewer frames or a smaller size, dtype fp16 on a GPU, the loader's weight_dtype fp8, or "
@@ -47,14 +48,18 @@ def check_conditioning(conditioning, input_name, width):
                              f"Encode (not an image model's CLIP)")
 
 
-def plain_contexts(positive, negative):
-    """(negative, positive) contexts for t2v_core's samplers, or None when the conditioning means more than one
-    context per prompt: several entries (ConditioningCombine), options such as timestep ranges or strength, or
-    prompts of different lengths (ConditioningConcat), which only ComfyUI's sampling applies."""
+def plain_contexts(positive, negative, latent_frames):
+    """(negative, positive) contexts for t2v_core's samplers ([1, N, D], or [1, F, N, D] for a prompt schedule), or
+    None when the conditioning means more than one context per prompt: several entries (ConditioningCombine),
+    options such as timestep ranges or strength, or prompts of different lengths (ConditioningConcat), which only
+    ComfyUI's sampling applies."""
     entries = (negative, positive)
-    if any(len(c) != 1 or any(value is not None for value in c[0][1].values()) for c in entries):
+    if any(len(c) != 1 or any(v is not None for k, v in c[0][1].items() if k != FRAMES) for c in entries):
         return None
-    contexts = [c[0][0] for c in entries]
+    contexts = [context if options.get(FRAMES) is None else frame_contexts(context, options[FRAMES], latent_frames)
+                for (context, options), in entries]
+    if contexts[0].ndim != contexts[1].ndim:  # one side a schedule: the other's context for every frame
+        contexts = [c if c.ndim == 4 else c[:, None].expand(-1, latent_frames, -1, -1) for c in contexts]
     return contexts if contexts[0].shape == contexts[1].shape else None
 
 
@@ -131,7 +136,7 @@ class Sampler(io.ComfyNode):
         if scheduler != REFERENCE:
             return io.NodeOutput(sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name,
                                                 scheduler, denoise, seed))
-        contexts = plain_contexts(positive, negative)
+        contexts = plain_contexts(positive, negative, video_latents(latent, "latent").shape[2])
         if sampling_hooks(model) or latent.get("noise_mask") is not None or contexts is None:
             return io.NodeOutput(sample_reference_as_core(model, t2v, positive, negative, latent, noise, steps, cfg,
                                                           sampler_name, denoise, seed, eta))

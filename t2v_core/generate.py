@@ -55,7 +55,8 @@ def windowed(unet, window, overlap):
     def run(x, t, context):
         eps = torch.zeros_like(x, dtype=torch.float32)
         for start, end, weight in context_windows(x.shape[2], window, overlap):
-            part = unet(x[:, :, start:end], t, context).float()
+            part_context = context[:, start:end] if context.ndim == 4 else context  # a context per frame
+            part = unet(x[:, :, start:end], t, part_context).float()
             eps[:, :, start:end] += part * weight.to(x.device)[None, None, :, None, None]
         return eps
 
@@ -71,9 +72,9 @@ def guided_model(unet, context, guidance_scale):
         batch = x.shape[0]
         t = t.reshape(1).to(x.device)
         if guidance_scale == 1.0:
-            return unet(x, t.expand(batch), cond.expand(batch, -1, -1)).float()
+            return unet(x, t.expand(batch), cond.expand(batch, *cond.shape[1:])).float()
         eps = unet(torch.cat([x, x]), t.expand(2 * batch),
-                   torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)])).float()
+                   torch.cat([uncond.expand(batch, *uncond.shape[1:]), cond.expand(batch, *cond.shape[1:])])).float()
         eps_uncond, eps_cond = eps.chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
@@ -86,7 +87,8 @@ def sample(unet, schedule, noise, context, *, steps=50, guidance_scale=9.0, samp
            patches=None):
     """Run a sampler from ``noise`` (or from ``init_latents`` noised to the ``denoise`` level) to clean latents.
 
-    ``context``: [2, 77, D], the negative prompt then the prompt, in the compute dtype. Runs where ``unet`` is;
+    ``context``: [2, 77, D], the negative prompt then the prompt, in the compute dtype; [2, F, 77, D] for a context
+    per frame (``interpolate_contexts``). Runs where ``unet`` is;
     latents stay float32 between steps. ``context_frames``: opt-in sliding window for clips longer than memory
     allows (see ``windowed``); None runs the whole clip at once, as the model was trained. ``device``: where to
     compute, when a host keeps part of the weights elsewhere (default: where the UNet's weights are).

@@ -228,7 +228,7 @@ class UpStage(Stage):
 
 
 class UNet3D(nn.Module):
-    """eps = unet(latents [B, C, F, h, w], timesteps [B], context [B, 77, D]) -> [B, C, F, h, w].
+    """eps = unet(latents [B, C, F, h, w], timesteps [B], context [B, 77, D] or [B, F, 77, D]) -> [B, C, F, h, w].
 
     ``patches``: optional ``BlockPatches`` run at the skip connections (FreeU, a host's block patches) and around
     the spatial transformers' attentions (a host's attention patches).
@@ -281,7 +281,10 @@ class UNet3D(nn.Module):
         dtype = context.dtype
         emb = self.time_embedding(timestep_embedding(timesteps.expand(batch), self.config.block_out_channels[0]).to(dtype))
         emb = emb.repeat_interleave(num_frames, dim=0)  # [B, E] -> [(B F), E]
-        context = context.repeat_interleave(num_frames, dim=0)  # [B, 77, D] -> [(B F), 77, D]
+        if context.ndim == 4:  # a context per frame (a prompt schedule): [B, F, 77, D] -> [(B F), 77, D]
+            context = rearrange(context, "b f n d -> (b f) n d")
+        else:
+            context = context.repeat_interleave(num_frames, dim=0)  # [B, 77, D] -> [(B F), 77, D]
 
         h = rearrange(latents.to(dtype), "b c f h w -> (b f) c h w")
         skips = Skips(patches, h.shape)

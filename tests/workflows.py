@@ -22,6 +22,8 @@ def tiny_text_to_video(width=48, height=32, length=3, steps=3, seed=None, fmt="p
         node["inputs"]["ckpt_name"] = "tiny-t2v"
     for node in nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo"):
         node["inputs"].update(width=width, height=height, length=length, seed=seed)
+    for node in nodes_of(prompt, "ModelScopeT2VPromptSchedule"):
+        node["inputs"]["length"] = length
     for node in nodes_of(prompt, "ModelScopeT2VSampler") + nodes_of(prompt, "KSampler"):
         node["inputs"]["steps"] = steps
     for node in nodes_of(prompt, "ModelScopeT2VSaveVideo"):
