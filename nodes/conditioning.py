@@ -13,14 +13,16 @@ class TextEncode(io.ComfyNode):
             node_id="ModelScopeT2VTextEncode",
             display_name="ModelScope Text-to-Video Text Encode",
             category=CATEGORY,
-            description="Encodes a prompt with the OpenCLIP text encoder (77 tokens; longer prompts are cut).",
+            description="Encodes a prompt with the OpenCLIP text encoder, in ComfyUI's prompt syntax: (word:1.3) "
+                        "weights, embedding:name, prompts of any length in 77-token chunks, as core CLIPTextEncode.",
             inputs=[
                 T2VClip.Input("clip", tooltip="The text encoder from the ModelScope T2V checkpoint loader."),
                 io.String.Input("text", multiline=True, dynamic_prompts=True,
-                                tooltip="What the video shows (positive), or what to steer away from (negative). "
-                                        "English; at most 75 tokens are used."),
+                                tooltip="What the video shows (positive), or what to steer away from (negative), in "
+                                        "English. (word:1.3) weighs a part, (word) is 1.1, \\( a literal bracket; "
+                                        "embedding:name reads models/embeddings."),
             ],
-            outputs=[io.Conditioning.Output(tooltip="[1, 77, 1024] text context.")],
+            outputs=[io.Conditioning.Output(tooltip="[1, 77 x chunks, 1024] text context.")],
         )
 
     @classmethod

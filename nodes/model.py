@@ -21,6 +21,7 @@ from torch import nn
 
 from .. import t2v_core
 from .types import FRAMES
+from . import prompt_syntax
 from .layers import OPS
 from .patches import block_patches
 
@@ -123,9 +124,10 @@ class TextEncoder:
         return new
 
     def encode(self, text):
-        """[1, 77, D] context for ``text``, in the compute dtype, on ComfyUI's intermediate device."""
+        """[1, 77 x chunks, D] context for ``text`` in ComfyUI's prompt syntax, in the compute dtype, on ComfyUI's
+        intermediate device."""
         mm.load_models_gpu([self.patcher])
-        return self.pipe.encode_prompt([text]).to(mm.intermediate_device())
+        return prompt_syntax.encode(text, self.pipe.encode_tokens).to(mm.intermediate_device())
 
 
 class VAE:

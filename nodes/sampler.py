@@ -32,6 +32,9 @@ SCHEDULERS = [REFERENCE, *comfy.samplers.KSampler.SCHEDULERS]
 # model_options that only ComfyUI's sampling applies (set by ContextWindowsManual, RescaleCFG, CFG guiders, ...).
 SAMPLING_HOOKS = ("context_handler", "sampler_cfg_function", "sampler_pre_cfg_function", "sampler_post_cfg_function",
                   "sampler_calc_cond_batch_function", "model_function_wrapper")
+# CONDITIONING options t2v_core's samplers apply (a prompt schedule) or that mean nothing to this model (the pooled
+# text embedding of core CLIPTextEncode, which only image models with an ADM input read).
+PLAIN_OPTIONS = (FRAMES, "pooled_output")
 # The reference grid's samplers in ComfyUI's sampling (DDIM with eta 0 is Euler's method in sigma).
 CORE_SAMPLERS = {"ddim": "euler", "euler": "euler", "euler_ancestral": "euler_ancestral", "dpmpp_2m": "dpmpp_2m"}
 log = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ def plain_contexts(positive, negative, latent_frames):
     options such as timestep ranges or strength, or prompts of different lengths (ConditioningConcat), which only
     ComfyUI's sampling applies."""
     entries = (negative, positive)
-    if any(len(c) != 1 or any(v is not None for k, v in c[0][1].items() if k != FRAMES) for c in entries):
+    if any(len(c) != 1 or any(v is not None for k, v in c[0][1].items() if k not in PLAIN_OPTIONS) for c in entries):
         return None
     contexts = [context if options.get(FRAMES) is None else frame_contexts(context, options[FRAMES], latent_frames)
                 for (context, options), in entries]

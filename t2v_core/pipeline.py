@@ -61,6 +61,13 @@ class Pipeline:
         return text_encoder(tokens, dtype=self.dtype)
 
     @torch.no_grad()
+    def encode_tokens(self, tokens, embeddings=()):
+        """Token ids [B, 77] -> context [B, 77, D] in the pipeline's dtype; ``embeddings``: (row, position, vector)
+        triples put in place of those tokens' input embeddings (textual-inversion vectors)."""
+        text_encoder = self._require("text_encoder")
+        return text_encoder(tokens.to(module_device(text_encoder)), dtype=self.dtype, embeddings=embeddings)
+
+    @torch.no_grad()
     def decode(self, latents, frames_per_chunk=4, progress=None):
         """Sampler-space latents [B, C, F, h, w] -> video [B, F, H, W, 3] float32 in 0..1 on the CPU, a few frames
         at a time (device memory does not grow with length). ``progress(done, total)`` is called after each chunk.

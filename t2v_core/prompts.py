@@ -56,5 +56,11 @@ def encode_prompt_schedule(encode, text, num_frames):
     """The per-frame context [1, num_frames, N, D] of a schedule; ``encode(prompt)`` gives a prompt's [1, N, D]
     (``lambda p: pipe.encode_prompt([p])``, or a host's text encoder)."""
     keyframes = parse_prompt_schedule(text, num_frames)
-    contexts = torch.cat([encode(prompt) for _, prompt in keyframes])
+    contexts = [encode(prompt) for _, prompt in keyframes]
+    lengths = [c.shape[1] for c in contexts]
+    for (frame, prompt), length in zip(keyframes, lengths):
+        if length != lengths[0]:
+            raise ScheduleError(f"frame {frame}: {prompt[:40]!r} encodes to {length} tokens, frame {keyframes[0][0]}'s "
+                                f"prompt to {lengths[0]}; the prompts of a schedule must each fit one chunk of 75 tokens")
+    contexts = torch.cat(contexts)
     return interpolate_contexts([frame for frame, _ in keyframes], contexts, num_frames)[None]

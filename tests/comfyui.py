@@ -69,7 +69,7 @@ def free_port():
 class Server:
     """``python main.py --cpu`` in a base directory of its own (custom_nodes, models, input, output, temp, user)."""
 
-    def __init__(self, host, base):
+    def __init__(self, host, base, extra_args=()):
         self.host = host
         self.base = Path(base)
         self.port = free_port()
@@ -83,7 +83,7 @@ class Server:
         self.process = subprocess.Popen(
             [host.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
              "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:", "--disable-api-nodes",
-             "--preview-method", "auto", *frontend],
+             "--preview-method", "auto", *frontend, *extra_args],
             cwd=host.root, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=end_with_parent)  # a test run killed without its teardown leaves no server behind
         self.wait_ready()

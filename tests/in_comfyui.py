@@ -1,25 +1,33 @@
-"""ComfyUI's model management on the pack's MODEL, in-process: a CPU-only server never loads a model partially, so
-the test runs this with a host's interpreter and ComfyUI tree and reads the JSON it prints.
+"""Checks of the pack against ComfyUI's own code, in-process, where a server cannot show them: the tests run this
+with a host's interpreter and ComfyUI tree and read the JSON it prints.
 
-    python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME CHECKPOINT
+    python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME model_system CHECKPOINT
+    python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME prompt_syntax CHECKPOINT CLIP_FILE EMBEDDINGS
 
-It loads CHECKPOINT through the pack's loader (ComfyUI's comfy.ops layers), gives a clone a LoRA through core's
-LoraLoaderModelOnly path (PEFT names for the linear and conv layers, Stable LoRA factors for the temporal convs,
-which become dense updates), and runs one UNet forward each, fully loaded and partially loaded (about a third of
-the weights allowed on the load device). Printed: the differences, what the partial load left offloaded, and the
-warnings for a UNet patch the model cannot apply.
+model_system: a CPU-only server never loads a model partially. It loads CHECKPOINT through the pack's loader
+(ComfyUI's comfy.ops layers), gives a clone a LoRA through core's LoraLoaderModelOnly path (PEFT names for the
+linear and conv layers, Stable LoRA factors for the temporal convs, which become dense updates), and runs one UNet
+forward each, fully loaded and partially loaded (about a third of the weights allowed on the load device).
+Printed: the differences, what the partial load left offloaded, the warnings for a UNet patch the model cannot
+apply, and the MODEL's memory estimate.
+
+prompt_syntax: core CLIPLoader's text encoder (CLIP_FILE, an OpenCLIP ViT-H file, fp32 as --fp32-text-enc) and
+CLIPTextEncode's encoding against the pack's Text Encode on CHECKPOINT's copy of the same tower, for prompts with
+weights, nesting, escapes, an embedding from EMBEDDINGS and more than 75 tokens; and the pack's errors for an
+embedding that is missing or 768 wide.
 """
 import importlib
 import json
 import logging
 import sys
 
-root, custom_nodes, pack_name, checkpoint = sys.argv[1:5]
+root, custom_nodes, pack_name, check, *check_args = sys.argv[1:]
 sys.path[:0] = [root, custom_nodes]
 
 import comfy.cli_args  # noqa: E402  (ComfyUI's modules read their arguments at import)
 
 comfy.cli_args.args.cpu = True
+comfy.cli_args.args.fp32_text_enc = True
 
 import comfy.sd  # noqa: E402
 import torch  # noqa: E402
@@ -92,7 +100,7 @@ def unapplied_warning():
     return [r.getMessage() for r in records if r.levelno == logging.WARNING]
 
 
-def main():
+def model_system(checkpoint):
     checkpoint_value = model_module.load_checkpoint(checkpoint, "fp32")
     plain = checkpoint_value.model
     unet = plain.model.diffusion_model.unet
@@ -118,4 +126,40 @@ def main():
     }))
 
 
-main()
+PROMPTS = {
+    "plain": "a red fox running through fresh snow",
+    "weighted": "a (red:1.3) fox in (fresh snow:0.8)",
+    "nested": "a ((red)) fox in (deep (fresh snow:1.2):0.9) at dawn",
+    "escaped": "a \\(red\\) fox in \\(fresh\\) snow",
+    "embedding": "a photo of embedding:t2v_style fox in the snow",
+    "weighted_embedding": "a photo of (embedding:t2v_style:1.2) fox",
+    "long": ", ".join(["a red fox running through fresh snow under a pale winter sky"] * 8),
+}
+
+
+def prompt_syntax(checkpoint, clip_file, embeddings):
+    import folder_paths
+
+    folder_paths.folder_names_and_paths["embeddings"] = ([embeddings], {".safetensors", ".pt", ".bin"})
+    core = comfy.sd.load_clip([clip_file], embedding_directory=[embeddings])
+    ours = model_module.load_checkpoint(checkpoint, "fp32").clip
+    results = {}
+    for name, text in PROMPTS.items():
+        expected = core.encode_from_tokens(core.tokenize(text)).float()
+        got = ours.encode(text).float()
+        results[name] = {"shape": list(got.shape), "core_shape": list(expected.shape),
+                         "max_diff": (got - expected).abs().max().item() if got.shape == expected.shape else None,
+                         "differs_from_plain": None}
+    plain = ours.encode(PROMPTS["plain"])
+    results["weighted"]["differs_from_plain"] = (ours.encode(PROMPTS["weighted"]) - plain).abs().max().item()
+    errors = {}
+    for name in ("not_there", "sd15_style"):
+        try:
+            ours.encode(f"a fox, embedding:{name}")
+        except ValueError as error:
+            errors[name] = str(error)
+    print(json.dumps({"prompts": results, "errors": errors, "core_dtype": str(next(core.cond_stage_model.parameters()).dtype)}))
+
+
+CHECKS = {"model_system": model_system, "prompt_syntax": prompt_syntax}
+CHECKS[check](*check_args)

@@ -66,7 +66,7 @@ def test_partial_load_equals_full_load_with_lora_patches_on_the_fly(comfy):
     unloading restores every weight."""
     result = subprocess.run(
         [comfy.host.python, str(REPO / "tests" / "in_comfyui.py"), ".", str(comfy.base / "custom_nodes"), PACK_NAME,
-         str(comfy.base / "models" / "text2video" / "tiny-t2v")],
+         "model_system", str(comfy.base / "models" / "text2video" / "tiny-t2v")],
         cwd=comfy.host.root, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

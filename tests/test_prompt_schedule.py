@@ -71,3 +71,9 @@ def test_generate_contexts_through_sample_with_a_schedule(checkpoints):
     plain = t2v_core.sample(pipe.unet, pipe.schedule, noise, pipe.encode_prompt(["", "a calm sea"]), steps=3)
     assert (run("0: a calm sea\n3: a calm sea") - plain).abs().max().item() <= 1e-5
     assert (run("0: a calm sea\n3: a storm at sea") - plain).abs().max().item() > 1e-2
+
+
+def test_prompts_of_different_lengths_are_refused():
+    lengths = {"short": 77, "long": 154}
+    with pytest.raises(t2v_core.ScheduleError, match=r"frame 3: 'long' encodes to 154 tokens, frame 0's prompt to 77"):
+        t2v_core.encode_prompt_schedule(lambda p: torch.zeros(1, lengths[p], 8), "0: short\n3: long", 4)

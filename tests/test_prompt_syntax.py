@@ -1,0 +1,101 @@
+"""ComfyUI's prompt syntax in ModelScope T2V Text Encode, against core CLIPLoader + CLIPTextEncode on the same
+full-size random OpenCLIP ViT-H text tower (354 M parameters) in fp32."""
+import dataclasses
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import tiny
+from comfyui import PACK_NAME, REPO, Server
+
+SPEC = Path(__file__).parent / "data" / "spec"
+TOL = 1e-4
+
+
+def random_openclip_text_state(seed=0):
+    """The published OpenCLIP ViT-H text tower's keys and shapes (tests/data/spec), random weights at the scale
+    of a trained tower: matrices N(0, 0.02), LayerNorms near 1, small biases."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for line in (SPEC / "text_encoder_keys_openclip.txt").read_text().splitlines():
+        key, shape, _ = line.split("\t")
+        shape = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+        if key == "logit_scale":
+            state[key] = torch.tensor(4.6052)
+        elif "ln_" in key and key.endswith(".weight"):
+            state[key] = 1 + 0.05 * torch.randn(shape, generator=g)
+        elif key.endswith("bias"):
+            state[key] = 0.01 * torch.randn(shape, generator=g)
+        else:
+            state[key] = 0.02 * torch.randn(shape, generator=g)
+    return state
+
+
+@pytest.fixture(scope="session")
+def full_text_files(tmp_path_factory):
+    """A checkpoint folder (tiny UNet reading 1024-wide context, tiny VAE, the full-size text tower) and the text
+    tower's file for core's CLIPLoader, and an embeddings folder: a 1024-wide embedding and a 768-wide one."""
+    root = tmp_path_factory.mktemp("full_text")
+    unet = tiny.unet(dataclasses.replace(tiny.UNET, context_dim=1024))
+    folder = tiny.write_original(root / "t2v-full-text", unet, tiny.vae(), tiny.openclip_model())
+    torch.save(random_openclip_text_state(), folder / "open_clip_pytorch_model.bin")
+    embeddings = root / "embeddings"
+    embeddings.mkdir()
+    g = torch.Generator().manual_seed(1)
+    save_file({"emb_params": 0.02 * torch.randn(2, 1024, generator=g)}, embeddings / "t2v_style.safetensors")
+    save_file({"emb_params": 0.02 * torch.randn(1, 768, generator=g)}, embeddings / "sd15_style.safetensors")
+    return folder, folder / "open_clip_pytorch_model.bin", embeddings
+
+
+@pytest.mark.slow
+def test_prompt_syntax_equals_core_clip_text_encode(comfy, full_text_files):
+    """Plain, weighted, nested, escaped, embedding and over-long prompts: the pack's context equals core's within
+    1e-4 (fp32), shape included (77 tokens per chunk); missing and 768-wide embeddings are refused by name."""
+    folder, clip_file, embeddings = full_text_files
+    result = subprocess.run(
+        [comfy.host.python, str(REPO / "tests" / "in_comfyui.py"), ".", str(comfy.base / "custom_nodes"), PACK_NAME,
+         "prompt_syntax", str(folder), str(clip_file), str(embeddings)],
+        cwd=comfy.host.root, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["core_dtype"] == "torch.float32"
+    for name, found in report["prompts"].items():
+        assert found["shape"] == found["core_shape"], name
+        assert found["max_diff"] <= TOL, (name, found["max_diff"])
+    assert report["prompts"]["long"]["shape"][1] == 2 * 77
+    assert report["prompts"]["weighted"]["differs_from_plain"] > 1e-2
+    assert "embedding:not_there not found in models/embeddings" in report["errors"]["not_there"]
+    assert "embedding:sd15_style is 768 wide" in report["errors"]["sd15_style"]
+
+
+@pytest.mark.slow
+def test_core_clip_text_encode_drives_the_pack_sampler(comfy, full_text_files, tmp_path):
+    """CONDITIONING from core CLIPLoader (stable_diffusion) + CLIPTextEncode on the checkpoint's OpenCLIP file,
+    fp32, into the pack's sampler: the frames of the pack's own Text Encode, on both schedulers."""
+    from test_core_sampling import frames
+    from workflows import tiny_text_to_video
+
+    folder, clip_file, _ = full_text_files
+    for name, target in (("models/text2video/t2v-full-text", folder), ("models/text_encoders/openclip_h.bin", clip_file)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).symlink_to(target)
+    server = Server(comfy.host, tmp_path, extra_args=["--fp32-text-enc"])
+    try:
+        for scheduler, sampler_name in (("modelscope", "ddim"), ("karras", "euler")):
+            prompt, _ = tiny_text_to_video(width=32, height=32, length=3, steps=3, seed=5)
+            prompt["1"]["inputs"]["ckpt_name"] = "t2v-full-text"
+            prompt["5"]["inputs"].update(scheduler=scheduler, sampler_name=sampler_name)
+            ours = frames(server, prompt)
+            prompt["80"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "openclip_h.bin", "type": "stable_diffusion"}}
+            for node_id in ("2", "3"):
+                prompt[node_id] = {"class_type": "CLIPTextEncode",
+                                   "inputs": {"clip": ["80", 0], "text": prompt[node_id]["inputs"]["text"]}}
+            core = frames(server, prompt)
+            assert np.abs(core - ours).max() <= 2, scheduler
+    finally:
+        server.stop()
