@@ -1,5 +1,5 @@
 """CONDITIONING as core means it, in the pack's sampler: several entries (ConditioningCombine), timestep ranges,
-averages and concatenations give core KSampler's frames with a core scheduler, and change the video on the
+strengths, averages and concatenations give core KSampler's frames with a core scheduler, and change the video on the
 reference grid too (which then samples through ComfyUI's sampling)."""
 import numpy as np
 import pytest
@@ -18,6 +18,10 @@ GRAPHS = {
     "ConditioningAverage": {"90": ("ConditioningAverage", {"conditioning_to": ["2", 0], "conditioning_from": [SECOND, 0],
                                                            "conditioning_to_strength": 0.3})},
     "ConditioningConcat": {"90": ("ConditioningConcat", {"conditioning_to": ["2", 0], "conditioning_from": [SECOND, 0]})},
+    # strength weighs an entry against the others of a combined conditioning
+    "ConditioningSetAreaStrength": {
+        "91": ("ConditioningSetAreaStrength", {"conditioning": [SECOND, 0], "strength": 3.0}),
+        "90": ("ConditioningCombine", {"conditioning_1": ["2", 0], "conditioning_2": ["91", 0]})},
 }
 
 
