@@ -3,12 +3,14 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import lora, paths
 from .conditioning import PromptSchedule, TextEncode
+from .keyframes import Keyframes
 from .latent import Decode, EmptyLatentVideo, Encode
 from .loader import CheckpointLoader
 from .sampler import Sampler
 from .save import SaveVideo
 
-NODES = [CheckpointLoader, TextEncode, EmptyLatentVideo, Sampler, Decode, Encode, SaveVideo, lora.LoraLoader, PromptSchedule]
+NODES = [CheckpointLoader, TextEncode, EmptyLatentVideo, Sampler, Decode, Encode, SaveVideo, lora.LoraLoader, PromptSchedule,
+         Keyframes]
 
 
 class ModelScopeT2VExtension(ComfyExtension):

@@ -99,3 +99,57 @@ def test_core_clip_text_encode_drives_the_pack_sampler(comfy, full_text_files, t
             assert np.abs(core - ours).max() <= 2, scheduler
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_core_lora_loader_patches_the_pack_model_and_a_core_clip(comfy, full_text_files, tmp_path):
+    """Core LoraLoader with the pack's MODEL and core CLIPLoader's CLIP: the UNet part goes to the MODEL (as
+    LoraLoaderModelOnly does), the text-encoder part (diffusers names) to core's CLIP, and nothing is reported as
+    unmatched."""
+    from test_core_sampling import frames
+    from test_model_system import peft_state
+    from workflows import tiny_text_to_video
+
+    import t2v_core
+
+    folder, clip_file, _ = full_text_files
+    g = torch.Generator().manual_seed(3)
+    lora = peft_state(t2v_core.load_pipeline(folder).unet, seed=8)
+    for layer in range(4):
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            module = f"text_encoder.text_model.encoder.layers.{layer}.self_attn.{proj}"
+            lora[f"{module}.lora_A.weight"] = 0.2 * torch.randn(4, 1024, generator=g)
+            lora[f"{module}.lora_B.weight"] = 0.2 * torch.randn(1024, 4, generator=g)
+    for name, target in (("models/text2video/t2v-full-text", folder), ("models/text_encoders/openclip_h.bin", clip_file)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).symlink_to(target)
+    (tmp_path / "models" / "loras").mkdir(parents=True)
+    save_file(lora, tmp_path / "models" / "loras" / "unet_and_text.safetensors")
+    server = Server(comfy.host, tmp_path, extra_args=["--fp32-text-enc"])
+
+    def graph(loader, strength_clip=None):
+        prompt, _ = tiny_text_to_video(width=32, height=32, length=3, steps=3, seed=6)
+        prompt["1"]["inputs"]["ckpt_name"] = "t2v-full-text"
+        prompt["80"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "openclip_h.bin", "type": "stable_diffusion"}}
+        inputs = {"model": ["1", 0], "lora_name": "unet_and_text.safetensors", "strength_model": 1.0}
+        clip = ["80", 0]
+        if loader == "LoraLoader":
+            inputs.update(clip=["80", 0], strength_clip=strength_clip)
+            clip = ["90", 1]
+        prompt["90"] = {"class_type": loader, "inputs": inputs}
+        prompt["5"]["inputs"]["model"] = ["90", 0]
+        for node_id in ("2", "3"):
+            prompt[node_id] = {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": prompt[node_id]["inputs"]["text"]}}
+        return prompt
+
+    try:
+        model_only = frames(server, graph("LoraLoaderModelOnly"))
+        unet_only = frames(server, graph("LoraLoader", strength_clip=0.0))
+        both = frames(server, graph("LoraLoader", strength_clip=1.0))
+        log = server.log_text()
+    finally:
+        server.stop()
+    assert np.abs(unet_only - model_only).max() <= 1
+    assert np.abs(both - unet_only).max() > 8
+    assert log.count("ModelScope T2V LoRA unet_and_text.safetensors:") == 1  # the model-only run's text keys
+    assert "lora key not loaded" not in log and "NOT LOADED" not in log

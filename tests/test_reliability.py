@@ -145,11 +145,20 @@ def test_empty_prompt_works(comfy):
     assert comfy.run(prompt)["status"]["status_str"] == "success"
 
 
-def test_long_prompt_is_truncated_with_a_warning(comfy):
-    prompt, _ = tiny_text_to_video()
-    nodes_of(prompt, "ModelScopeT2VTextEncode")[0]["inputs"]["text"] = " ".join(["panda"] * 500)
-    assert comfy.run(prompt)["status"]["status_str"] == "success"
-    assert "Prompt is 502 tokens long; only the first 77 are used" in comfy.log_text()
+def test_a_long_prompt_is_read_to_its_end(comfy):
+    """Past 75 tokens the prompt goes on in further 77-token chunks (as core CLIPTextEncode), so words after the
+    75th still change the video; a 500-token prompt runs."""
+    def run(words):
+        prompt, _ = tiny_text_to_video(seed=3)
+        nodes_of(prompt, "ModelScopeT2VTextEncode")[0]["inputs"]["text"] = " ".join(words)
+        entry = comfy.run(prompt)
+        assert entry["status"]["status_str"] == "success"
+        return np.stack([np.asarray(Image.open(comfy.output_path(i))) for i in outputs_of(entry)]).astype(np.int16)
+
+    same_start = ["panda"] * 75
+    assert np.abs(run(same_start + ["storm"] * 10) - run(same_start + ["guitar"] * 10)).max() > 2
+    run(["panda"] * 500)
+    assert "only the first 77 are used" not in comfy.log_text()
 
 
 def test_nan_latents_are_refused(comfy):

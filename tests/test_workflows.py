@@ -17,6 +17,7 @@ WIDGETS = {
     "ModelScopeT2VSaveVideo": ["fps", "filename_prefix", "format"],
     "ModelScopeT2VLoraLoader": ["lora_name", "strength_model", "strength_clip"],
     "ModelScopeT2VPromptSchedule": ["text", "length"],
+    "ModelScopeT2VKeyframes": ["length", "frames", "strength"],
 }
 UI_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.json") if not p.name.endswith("_api.json"))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -43,7 +44,7 @@ def test_pinned_widget_order_matches_the_nodes(comfy):
 
 def test_ui_workflows_exist():
     assert {"text_to_video.json", "text_to_video_ksampler.json", "video_to_video_upscale.json",
-            "prompt_travel.json"} <= set(UI_WORKFLOWS)
+            "prompt_travel.json", "image_to_video.json"} <= set(UI_WORKFLOWS)
 
 
 @pytest.mark.parametrize("name", UI_WORKFLOWS)

@@ -22,7 +22,7 @@ def tiny_text_to_video(width=48, height=32, length=3, steps=3, seed=None, fmt="p
         node["inputs"]["ckpt_name"] = "tiny-t2v"
     for node in nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo"):
         node["inputs"].update(width=width, height=height, length=length, seed=seed)
-    for node in nodes_of(prompt, "ModelScopeT2VPromptSchedule"):
+    for node in nodes_of(prompt, "ModelScopeT2VPromptSchedule") + nodes_of(prompt, "ModelScopeT2VKeyframes"):
         node["inputs"]["length"] = length
     for node in nodes_of(prompt, "ModelScopeT2VSampler") + nodes_of(prompt, "KSampler"):
         node["inputs"]["steps"] = steps

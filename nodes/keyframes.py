@@ -1,0 +1,75 @@
+"""Image-to-video and keyframes: frames given as images, kept while the sampler makes the rest of the clip.
+
+The LATENT holds the encoded images at their frames and a per-frame ``noise_mask`` (ComfyUI's inpainting
+convention, [B, 1, F, h, w], 0 = keep): the pack's sampler (either scheduler) and core KSampler replace the kept
+frames by the re-noised originals at every step, so the free frames are made around them and the temporal layers
+carry the motion through.
+"""
+import re
+
+import torch
+from comfy_api.latest import io
+
+from .latent import progress_bar
+from .loader import CATEGORY
+from .types import T2VVae
+
+
+def keyframe_indices(text, length, images):
+    """"0, -1" -> [0, length - 1]: one frame per image (or every frame for one image), negative from the end."""
+    items = [item for item in re.split(r"[,\s]+", text.strip()) if item]
+    if not items or not all(re.fullmatch(r"-?\d+", item) for item in items):
+        raise ValueError(f"frames: {text!r} is not a list of frame numbers, e.g. '0' or '0, -1'")
+    indices = []
+    for item in items:
+        frame = int(item)
+        if not -length <= frame < length:
+            raise ValueError(f"frames: frame {frame} is past the clip's {length} frames (0 to {length - 1}, or -1 "
+                             f"for the last)")
+        indices.append(frame % length)
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"frames: {text!r} names a frame twice")
+    if images not in (1, len(indices)):
+        raise ValueError(f"images: {images} images for {len(indices)} frames ({text!r}); give one image per frame, "
+                         f"or one image for all of them")
+    return indices
+
+
+class Keyframes(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ModelScopeT2VKeyframes",
+            display_name="ModelScope Text-to-Video Keyframes (image to video)",
+            category=CATEGORY,
+            description="Places images at frames of a clip and keeps them while the sampler makes the other frames: "
+                        "image-to-video from a first frame, from first and last frames, or any keyframes.",
+            inputs=[
+                T2VVae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
+                io.Image.Input("images", tooltip="The keyframes, in the order of frames; width and height multiples "
+                                                 "of 8 (they set the video's size)."),
+                io.Int.Input("length", default=16, min=1, max=4096, tooltip="Frames of the clip."),
+                io.String.Input("frames", default="0",
+                                tooltip="Where the images go: '0' (image to video), '0, -1' (first and last), any "
+                                        "frame numbers; negative count from the end."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="1 keeps the keyframes as they are; lower values let the sampler change them "
+                                       "(0 ignores them)."),
+            ],
+            outputs=[io.Latent.Output(tooltip="[1, 4, length, h, w] latents with the keyframes and a per-frame "
+                                              "noise_mask; sample it at denoise 1.0.")],
+        )
+
+    @classmethod
+    def execute(cls, vae, images, length, frames, strength) -> io.NodeOutput:
+        count, height, width, _ = images.shape
+        if height % vae.scale_factor or width % vae.scale_factor:
+            raise ValueError(f"images: width and height must be multiples of {vae.scale_factor}, got {width}x{height}")
+        indices = keyframe_indices(frames, length, count)
+        encoded = vae.encode(images[None, ..., :3], progress=progress_bar(count))  # [1, C, count, h, w]
+        encoded = encoded.expand(-1, -1, len(indices), -1, -1) if count == 1 else encoded
+        samples = torch.zeros(encoded.shape[:2] + (length,) + encoded.shape[3:])
+        mask = torch.ones(1, 1, length, *encoded.shape[3:])
+        samples[:, :, indices] = encoded
+        mask[:, :, indices] = 1.0 - strength
+        return io.NodeOutput({"samples": samples, "noise_mask": mask})

@@ -1,0 +1,88 @@
+"""ModelScope T2V Keyframes: images kept at their frames while both samplers (and core KSampler) make the rest."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import t2v_core
+from test_comfyui_nodes import SAMPLER
+from test_core_sampling import LENGTH, core_graph, frames, pack_graph
+from test_reliability import run_expecting_error
+
+
+def write_image(comfy, name, size=(32, 32), seed=0):
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(comfy.base / "input" / name)
+    return torch.from_numpy(pixels.astype(np.float32) / 255)
+
+
+def with_keyframes(prompt, sampler_id, latent_input, image="key.png", frames_text="0", strength=1.0, length=LENGTH):
+    prompt["60"] = {"class_type": "LoadImage", "inputs": {"image": image}}
+    prompt["61"] = {"class_type": "ModelScopeT2VKeyframes",
+                    "inputs": {"vae": ["1", 2], "images": ["60", 0], "length": length, "frames": frames_text,
+                               "strength": strength}}
+    prompt[sampler_id]["inputs"][latent_input] = ["61", 0]
+    prompt["62"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler_id, 0], "filename_prefix": "kf/latent"}}
+    return prompt
+
+
+def run_latent(comfy, prompt):
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    item = entry["outputs"]["62"]["latents"][0]
+    return load_file(comfy.base / "output" / item["subfolder"] / item["filename"])["latent_tensor"]
+
+
+@pytest.mark.parametrize("sampler_name, scheduler, tolerance", [
+    ("euler", "karras", 1e-3),
+    # the original's grid ends at alpha_bar[0], not at sigma 0: 0.029 of the noise is left on every frame
+    ("ddim", "modelscope", 0.2),
+])
+def test_kept_frame_ends_as_its_encoded_image_and_the_rest_moves(comfy, sampler_name, scheduler, tolerance):
+    image = write_image(comfy, "key.png")
+    pipe = t2v_core.load_pipeline(comfy.base / "models" / "text2video" / "tiny-t2v")
+    encoded = pipe.encode(image[None, None])[:, :, 0]  # [1, C, h, w]
+    latent = run_latent(comfy, with_keyframes(pack_graph(2, sampler_name, scheduler), SAMPLER, "latent"))
+    assert (latent[:, :, 0] - encoded).abs().max().item() <= tolerance
+    assert min((latent[:, :, f] - encoded).abs().mean().item() for f in range(2, LENGTH)) > 0.1
+
+
+def test_pack_sampler_matches_core_ksampler_on_a_masked_latent(comfy):
+    write_image(comfy, "key2.png", seed=1)
+    ours = frames(comfy, with_keyframes(pack_graph(3, "euler", "karras"), SAMPLER, "latent", "key2.png", "0, -1"))
+    core = frames(comfy, with_keyframes(core_graph(3, "euler", "karras"), "5", "latent_image", "key2.png", "0, -1"))
+    assert np.abs(ours - core).max() <= 2
+
+
+def test_strength_keeps_a_keyframe_partly(comfy):
+    image = write_image(comfy, "key3.png", seed=2)
+    encoded = t2v_core.load_pipeline(comfy.base / "models" / "text2video" / "tiny-t2v").encode(image[None, None])[:, :, 0]
+    drift = {s: (run_latent(comfy, with_keyframes(pack_graph(4, "euler", "karras"), SAMPLER, "latent", "key3.png",
+                                                  strength=s))[:, :, 0] - encoded).abs().mean().item()
+             for s in (1.0, 0.5, 0.0)}
+    assert drift[1.0] < drift[0.5] < drift[0.0]
+
+
+@pytest.mark.parametrize("frames_text, size, message", [
+    ("0, 9", (32, 32), f"frames: frame 9 is past the clip's {LENGTH} frames"),
+    ("0, x", (32, 32), "frames: '0, x' is not a list of frame numbers"),
+    ("0", (36, 32), "images: width and height must be multiples of 8, got 36x32"),
+])
+def test_bad_keyframes_are_refused_naming_the_input(comfy, frames_text, size, message):
+    write_image(comfy, "bad.png", size=size)
+    prompt = with_keyframes(pack_graph(2, "euler", "karras"), SAMPLER, "latent", "bad.png", frames_text)
+    assert message in run_expecting_error(comfy, prompt)
+
+
+def test_image_to_video_workflow_runs(comfy):
+    """workflows/image_to_video_api.json on the tiny checkpoint: frame 0 is the image (as the VAE renders it)."""
+    from workflows import tiny_text_to_video
+
+    image = write_image(comfy, "first_frame.png", size=(32, 32), seed=3)
+    prompt, _ = tiny_text_to_video(length=4, steps=3, name="image_to_video_api.json")
+    got = frames(comfy, prompt)
+    pipe = t2v_core.load_pipeline(comfy.base / "models" / "text2video" / "tiny-t2v")
+    kept = t2v_core.to_uint8(pipe.decode(pipe.encode(image[None, None]))[0, 0]).astype(np.float32)
+    assert got.shape == (4, 32, 32, 3)
+    assert np.abs(got[0] - kept).mean() < np.abs(got[-1] - kept).mean() / 2
