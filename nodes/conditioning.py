@@ -48,8 +48,8 @@ class PromptSchedule(io.ComfyNode):
                 io.Int.Input("length", default=16, min=1, max=4096,
                              tooltip="Frames of the clip: the latent's length (ModelScope T2V Noise Video)."),
             ],
-            outputs=[io.Conditioning.Output(tooltip="A context per frame, [1, length x 77, 1024]; for the "
-                                                    "positive input of the ModelScope T2V sampler.")],
+            outputs=[io.Conditioning.Output(tooltip="A context per frame, [1, length x 77 x chunks, 1024]; for "
+                                                    "the ModelScope T2V sampler or core KSampler.")],
         )
 
     @classmethod

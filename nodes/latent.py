@@ -38,6 +38,7 @@ def video_latents(latent, input_name):
                          f"(try fp32 or bf16 instead of fp16).")
     return samples
 
+
 class EmptyLatentVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import weakref
+from functools import partial
 
 import comfy.conds
 import comfy.latent_formats
@@ -67,17 +68,23 @@ class DiffusionModel(nn.Module):
         return self.unet.dtype
 
     def forward(self, x, timesteps, context=None, transformer_options=None, t2v_frames=None, **kwargs):
-        """``t2v_frames``: the context holds that many frames' tokens in a row (a prompt schedule)."""
+        """``t2v_frames``: (frames, tokens): the first ``tokens`` of the context hold that many frames' tokens in a
+        row (a prompt schedule; core's batching may have repeated them to a longer length)."""
         if t2v_frames is not None:
-            context = frame_contexts(context, t2v_frames, x.shape[2])
+            frames, tokens = t2v_frames
+            context = frame_contexts(context[:, :tokens], frames, x.shape[2])
         return self.unet(x, timesteps, context, patches=block_patches(transformer_options or {}))
 
 
-def frame_contexts(context, frames, latent_frames):
-    """A prompt schedule's [B, F x N, D] context as [B, F, N, D], or an error when the latent has other frames."""
+def frame_contexts(context, frames, latent_frames, input_name="positive"):
+    """A prompt schedule's [B, F x N, D] context as [B, F, N, D], or an error naming the input when the latent has
+    other frames or the context is not whole frames (a schedule concatenated with another prompt)."""
     if frames != latent_frames:
-        raise ValueError(f"positive: the prompt schedule is for {frames} frames, the latent has {latent_frames} "
+        raise ValueError(f"{input_name}: the prompt schedule is for {frames} frames, the latent has {latent_frames} "
                          f"(context windows split the clip; use one pass or a schedule of the latent's length)")
+    if context.shape[1] % frames:
+        raise ValueError(f"{input_name}: a prompt schedule's context ({context.shape[1]} tokens) is not {frames} "
+                         f"frames' worth; a schedule cannot be concatenated with another prompt")
     return context.unflatten(1, (frames, -1))
 
 
@@ -94,10 +101,11 @@ class T2VModel(comfy.model_base.BaseModel):
         self.compute_dtype = compute_dtype
 
     def extra_conds(self, **kwargs):
-        """Core's conditions, and a prompt schedule's frame count for ``DiffusionModel``."""
+        """Core's conditions, and a prompt schedule's frame and token counts for ``DiffusionModel`` (equal counts
+        are what lets core batch two schedules)."""
         out = super().extra_conds(**kwargs)
         if kwargs.get(FRAMES) is not None:
-            out[FRAMES] = comfy.conds.CONDConstant(kwargs[FRAMES])
+            out[FRAMES] = comfy.conds.CONDConstant((kwargs[FRAMES], kwargs["cross_attn"].shape[1]))
         return out
 
     def memory_required(self, input_shape, cond_shapes={}):
@@ -127,7 +135,8 @@ class TextEncoder:
         """[1, 77 x chunks, D] context for ``text`` in ComfyUI's prompt syntax, in the compute dtype, on ComfyUI's
         intermediate device."""
         mm.load_models_gpu([self.patcher])
-        return prompt_syntax.encode(text, self.pipe.encode_tokens).to(mm.intermediate_device())
+        device = self.patcher.load_device  # where the tower computes, even with some weights offloaded
+        return prompt_syntax.encode(text, partial(self.pipe.encode_tokens, device=device)).to(mm.intermediate_device())
 
 
 class VAE:

@@ -20,10 +20,8 @@ def block_patches(transformer_options):
     ``BasicTransformerBlock``, in the spatial transformers (the temporal ones have no counterpart in core's UNet).
     """
     patches = transformer_options.get("patches", {})
-    replacements = transformer_options.get("patches_replace", {})
-    warn_unapplied(patches, replacements)
-    attention = any(patches.get(name) for name in ATTENTION_PATCHES) or any(
-        replacements.get(name) for name in ATTENTION_REPLACEMENTS)
+    warn_unapplied(patches, transformer_options.get("patches_replace", {}))
+    attention = attention_patches(transformer_options)
     if not attention and not any(patches.get(name) for name in BLOCK_PATCHES):
         return None
 
@@ -42,6 +40,14 @@ def block_patches(transformer_options):
     return t2v_core.BlockPatches(input_block=tuple(run_input(p) for p in patches.get("input_block_patch", [])),
                                  output_block=tuple(run_output(p) for p in patches.get("output_block_patch", [])),
                                  attention=core_attention(transformer_options) if attention else None)
+
+
+def attention_patches(transformer_options):
+    """Whether ``transformer_options`` carry attention patches or replacements (which read the sampling state core
+    passes, such as ``cond_or_uncond`` and ``sigmas``)."""
+    patches = transformer_options.get("patches", {})
+    replacements = transformer_options.get("patches_replace", {})
+    return any(patches.get(name) for name in ATTENTION_PATCHES) or any(replacements.get(name) for name in ATTENTION_REPLACEMENTS)
 
 
 def core_attention(transformer_options):

@@ -20,7 +20,7 @@ from .. import t2v_core
 from .latent import video_latents
 from .loader import CATEGORY
 from .model import frame_contexts, require_t2v_model
-from .patches import block_patches
+from .patches import attention_patches, block_patches
 from .preview import strip_previewer
 from .types import FRAMES
 from .validation import check_choices
@@ -59,8 +59,8 @@ def plain_contexts(positive, negative, latent_frames):
     entries = (negative, positive)
     if any(len(c) != 1 or any(v is not None for k, v in c[0][1].items() if k not in PLAIN_OPTIONS) for c in entries):
         return None
-    contexts = [context if options.get(FRAMES) is None else frame_contexts(context, options[FRAMES], latent_frames)
-                for (context, options), in entries]
+    contexts = [context if options.get(FRAMES) is None else frame_contexts(context, options[FRAMES], latent_frames, name)
+                for name, ((context, options),) in zip(("negative", "positive"), entries)]
     if contexts[0].ndim != contexts[1].ndim:  # one side a schedule: the other's context for every frame
         contexts = [c if c.ndim == 4 else c[:, None].expand(-1, latent_frames, -1, -1) for c in contexts]
     return contexts if contexts[0].shape == contexts[1].shape else None
@@ -140,7 +140,8 @@ class Sampler(io.ComfyNode):
             return io.NodeOutput(sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name,
                                                 scheduler, denoise, seed))
         contexts = plain_contexts(positive, negative, video_latents(latent, "latent").shape[2])
-        if sampling_hooks(model) or latent.get("noise_mask") is not None or contexts is None:
+        if (sampling_hooks(model) or attention_patches(model.model_options.get("transformer_options", {}))
+                or latent.get("noise_mask") is not None or contexts is None):
             return io.NodeOutput(sample_reference_as_core(model, t2v, positive, negative, latent, noise, steps, cfg,
                                                           sampler_name, denoise, seed, eta))
         generator = torch.Generator("cpu").manual_seed(seed)  # the starting noise, then any per-step noise
@@ -210,10 +211,11 @@ def sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sa
 
 def sample_reference_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name, denoise, seed,
                              eta):
-    """The reference grid through ComfyUI's sampling, for a MODEL whose hooks (context windows, CFG functions), a
-    latent whose noise mask or conditioning (combined, timestep ranges, ...) only that applies. The grid's sigmas become custom sigmas: DDIM (eta 0) is Euler's
-    method on them ending at alpha_bar[0], as the original; the others end at 0, as t2v_core's. Without hooks these
-    are the reference frames; ancestral noise comes from ComfyUI's seeded sampler noise instead of the pack's."""
+    """The reference grid through ComfyUI's sampling, for what only that applies: the MODEL's sampling hooks or
+    attention patches, a noise mask, conditioning with several entries or options. The grid's sigmas become custom
+    sigmas: DDIM (eta 0) is Euler's method on them ending at alpha_bar[0], as the original; the others end at 0, as
+    t2v_core's. Without such patches these are the reference frames; ancestral noise comes from ComfyUI's seeded
+    sampler noise instead of the pack's."""
     if sampler_name == "ddim" and eta > 0:
         log.warning("ModelScope T2V Sampler: eta %.2f is not applied: this run takes ComfyUI's sampling (for the "
                     "MODEL's patches, a noise mask or combined conditioning), which has no DDIM with eta; use "

@@ -11,8 +11,7 @@ from .video import FORMATS, write_video
 
 
 ADVICE_MEMORY = "Use fewer --frames, a smaller --width/--height, --dtype fp16 on a GPU, or --context-frames 16."
-ADVICE_MISSING = {"vae": "pass a separate VAE with --vae PATH (an SD-2.x VAE file or a diffusers vae/ folder)",
-                  "text_encoder": "use a checkpoint folder that has one (open_clip_pytorch_model.bin or text_encoder/)"}
+ADVICE_VAE = "pass a separate VAE with --vae PATH (an SD-2.x VAE file or a diffusers vae/ folder)"
 
 
 def _parser():
@@ -79,7 +78,7 @@ def main(argv=None):
         print(f"error: {e.with_advice(ADVICE_MEMORY)}", file=sys.stderr)
         return 2
     except MissingComponent as e:
-        print(f"error: {e.source} has no {e.part.replace('_', ' ')}; {ADVICE_MISSING[e.part]}", file=sys.stderr)
+        print(f"error: {e.with_advice(ADVICE_VAE) if e.part == 'vae' else e}", file=sys.stderr)
         return 2
     except (CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -154,6 +154,7 @@ def match_lora(state, unet=None, text_encoder=None, source="LoRA"):
     factors of the wrong shape, is an error naming the key.
     """
     checked = {"unet", "text_encoder"} if text_encoder is not None else {"unet"}
+    unet = compiled_module(unet)
     if text_encoder is None:
         with torch.device("meta"):
             text_encoder = TextEncoder(TextEncoderConfig())
@@ -183,6 +184,11 @@ def match_lora(state, unet=None, text_encoder=None, source="LoRA"):
     return LoraMatch(weights, len(state), unmatched)
 
 
+def compiled_module(module):
+    """The module inside a ``torch.compile`` wrapper (``load_pipeline(compile=True)``), or ``module`` itself."""
+    return getattr(module, "_orig_mod", module)
+
+
 def read_lora(path):
     """A LoRA file's tensors (safetensors, or a torch pickle read with ``weights_only``)."""
     return read_state_dict(path)
@@ -198,7 +204,7 @@ def apply_lora(pipe, lora, strength=1.0, text_strength=None, source=None):
     strengths = {"unet": strength, "text_encoder": strength if text_strength is None else text_strength}
     weights = match.of("unet") + (match.of("text_encoder") if pipe.text_encoder is not None else [])
     for weight in weights:
-        param = getattr(pipe, weight.target.component).get_parameter(weight.target.key)
+        param = compiled_module(getattr(pipe, weight.target.component)).get_parameter(weight.target.key)
         rows = param if weight.target.rows is None else param.narrow(0, *weight.target.rows)
         rows.copy_(rows.float() + strengths[weight.target.component] * weight.delta().to(rows.device))
     return match

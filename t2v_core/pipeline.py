@@ -17,7 +17,11 @@ class MissingComponent(CheckpointError):
 
     def __init__(self, source, part):
         self.source, self.part = source, part
-        super().__init__(f"{source} has no {part.replace('_', ' ')}; {self.ADVICE[part]}")
+        super().__init__(self.with_advice(self.ADVICE[part]))
+
+    def with_advice(self, advice):
+        """The facts followed by ``advice``: what a front end's user can do."""
+        return f"{self.source} has no {self.part.replace('_', ' ')}; {advice}"
 
 
 def module_device(module):
@@ -61,11 +65,13 @@ class Pipeline:
         return text_encoder(tokens, dtype=self.dtype)
 
     @torch.no_grad()
-    def encode_tokens(self, tokens, embeddings=()):
+    def encode_tokens(self, tokens, embeddings=(), device=None):
         """Token ids [B, 77] -> context [B, 77, D] in the pipeline's dtype; ``embeddings``: (row, position, vector)
-        triples put in place of those tokens' input embeddings (textual-inversion vectors)."""
+        triples put in place of those tokens' input embeddings (textual-inversion vectors). ``device``: where to
+        compute, when a host keeps part of the weights elsewhere (default: where the weights are)."""
         text_encoder = self._require("text_encoder")
-        return text_encoder(tokens.to(module_device(text_encoder)), dtype=self.dtype, embeddings=embeddings)
+        device = device or module_device(text_encoder)
+        return text_encoder(tokens.to(device), dtype=self.dtype, embeddings=embeddings)
 
     @torch.no_grad()
     def decode(self, latents, frames_per_chunk=4, progress=None):

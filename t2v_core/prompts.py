@@ -61,6 +61,7 @@ def encode_prompt_schedule(encode, text, num_frames):
     for (frame, prompt), length in zip(keyframes, lengths):
         if length != lengths[0]:
             raise ScheduleError(f"frame {frame}: {prompt[:40]!r} encodes to {length} tokens, frame {keyframes[0][0]}'s "
-                                f"prompt to {lengths[0]}; the prompts of a schedule must each fit one chunk of 75 tokens")
+                                f"prompt to {lengths[0]}; the prompts of a schedule must encode to the same number "
+                                f"of 77-token chunks (75 tokens each)")
     contexts = torch.cat(contexts)
     return interpolate_contexts([frame for frame, _ in keyframes], contexts, num_frames)[None]

@@ -53,3 +53,22 @@ def test_prompt_travel_workflow_runs(comfy):
     prompt, _ = tiny_text_to_video(width=32, height=32, length=4, steps=3, name="prompt_travel_api.json")
     got = frames(comfy, prompt)
     assert got.shape == (4, 32, 32, 3) and got.std() > 2
+
+
+def test_schedules_of_different_prompt_lengths_keep_their_frames(comfy):
+    """A negative schedule of a long (two-chunk) prompt beside a positive schedule: each frame still reads its own
+    text (core does not batch the two into one padded context), so it equals the negative as a plain prompt."""
+    long_negative = ", ".join(["blurry, low quality, watermark, text, distorted, ugly, deformed"] * 6)
+    text = "0: a panda playing guitar on times square\n-1: a storm at sea"
+
+    def graph(negative_as_schedule):
+        prompt = with_schedule(pack_graph(7, "euler", "karras"), SAMPLER, text)
+        if negative_as_schedule:
+            prompt["96"] = {"class_type": "ModelScopeT2VPromptSchedule",
+                            "inputs": {"clip": ["1", 1], "text": f"0: {long_negative}", "length": LENGTH}}
+            prompt[SAMPLER]["inputs"]["negative"] = ["96", 0]
+        else:
+            prompt["3"]["inputs"]["text"] = long_negative
+        return prompt
+
+    assert np.abs(frames(comfy, graph(True)) - frames(comfy, graph(False))).max() <= 2
