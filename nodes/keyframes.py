@@ -16,7 +16,8 @@ from .types import T2VVae
 
 
 def keyframe_indices(text, length, images):
-    """"0, -1" -> [0, length - 1]: one frame per image (or every frame for one image), negative from the end."""
+    """"0, -1" -> [0, length - 1], negative from the end; ``images`` must be one per frame, one for all of them, or
+    more (a whole video, whose last frames are placed)."""
     items = [item for item in re.split(r"[,\s]+", text.strip()) if item]
     if not items or not all(re.fullmatch(r"-?\d+", item) for item in items):
         raise ValueError(f"frames: {text!r} is not a list of frame numbers, e.g. '0' or '0, -1'")
@@ -29,9 +30,9 @@ def keyframe_indices(text, length, images):
         indices.append(frame % length)
     if len(set(indices)) != len(indices):
         raise ValueError(f"frames: {text!r} names a frame twice")
-    if images not in (1, len(indices)):
+    if 1 < images < len(indices):
         raise ValueError(f"images: {images} images for {len(indices)} frames ({text!r}); give one image per frame, "
-                         f"or one image for all of them")
+                         f"one image for all of them, or a whole video to continue")
     return indices
 
 
@@ -46,7 +47,8 @@ class Keyframes(io.ComfyNode):
                         "image-to-video from a first frame, from first and last frames, or any keyframes.",
             inputs=[
                 T2VVae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
-                io.Image.Input("images", tooltip="The keyframes, in the order of frames; width and height multiples "
+                io.Image.Input("images", tooltip="The keyframes, in the order of frames, or a whole video: its last "
+                                                 "frames go to 'frames' (to continue it). Width and height multiples "
                                                  "of 8 (they set the video's size)."),
                 io.Int.Input("length", default=16, min=1, max=4096, tooltip="Frames of the clip."),
                 io.String.Input("frames", default="0",
@@ -66,6 +68,8 @@ class Keyframes(io.ComfyNode):
         if height % vae.scale_factor or width % vae.scale_factor:
             raise ValueError(f"images: width and height must be multiples of {vae.scale_factor}, got {width}x{height}")
         indices = keyframe_indices(frames, length, count)
+        images = images[-len(indices):] if count > len(indices) else images  # a video: its last frames go on
+        count = len(images)
         encoded = vae.encode(images[None, ..., :3], progress=progress_bar(count))  # [1, C, count, h, w]
         encoded = encoded.expand(-1, -1, len(indices), -1, -1) if count == 1 else encoded
         samples = torch.zeros(encoded.shape[:2] + (length,) + encoded.shape[3:])

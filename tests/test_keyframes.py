@@ -86,3 +86,23 @@ def test_image_to_video_workflow_runs(comfy):
     kept = t2v_core.to_uint8(pipe.decode(pipe.encode(image[None, None]))[0, 0]).astype(np.float32)
     assert got.shape == (4, 32, 32, 3)
     assert np.abs(got[0] - kept).mean() < np.abs(got[-1] - kept).mean() / 2
+
+
+def test_extend_video_workflow_continues_a_video(comfy):
+    """workflows/extend_video_api.json on the tiny checkpoint: a 6-frame video, its last 2 frames kept at the start
+    of a 4-frame clip, and the clip's 2 new frames after the video."""
+    from t2v_core.video import write_video
+    from workflows import tiny_text_to_video
+
+    write_video(np.random.default_rng(4).random((6, 32, 32, 3)), comfy.base / "input" / "video_to_extend.mp4", fps=8)
+    prompt, _ = tiny_text_to_video(length=4, steps=3, name="extend_video_api.json")
+    prompt["4"]["inputs"]["frames"] = "0, 1"
+    prompt["12"]["inputs"].update(batch_index=2, length=2)
+    got = frames(comfy, prompt)
+    as_loaded = {"10": prompt["10"], "11": prompt["11"],
+                 "7": {"class_type": "ModelScopeT2VSaveVideo",
+                       "inputs": {"images": ["11", 0], "fps": 8, "filename_prefix": "kf/loaded", "format": "png"}}}
+    video = frames(comfy, as_loaded)
+    assert got.shape == (8, 32, 32, 3)
+    assert np.abs(got[:6] - video).max() == 0
+    assert np.abs(got[6:] - video[-1]).mean() > 1
