@@ -179,9 +179,9 @@ def memory_child(which, folder, frames, device, dtype_name, out):
     print(json.dumps({"peak_gib": peak, "weights_gib": weights}))
 
 
-def peak_memory(which, folder, frames, args, tmp, field="peak_gib"):
-    """(peak GiB, output) of ``memory_child`` in a fresh process, or (None, None) when it ran out of memory;
-    ``field="weights_gib"``: the weights' size instead of the peak."""
+def peak_memory(which, folder, frames, args, tmp):
+    """(report, output) of ``memory_child`` in a fresh process (report: ``peak_gib``, ``weights_gib``), or
+    (None, None) when it ran out of memory."""
     out = Path(tmp) / f"{which}-{frames}.pt"
     result = subprocess.run([sys.executable, __file__, "--child-memory", which, str(folder), str(frames), args.device,
                              args.dtype, str(out)], capture_output=True, text=True)
@@ -189,8 +189,7 @@ def peak_memory(which, folder, frames, args, tmp, field="peak_gib"):
         if "out of memory" in result.stderr.lower():
             return None, None
         raise RuntimeError(f"memory child {which} failed:\n{result.stderr[-2000:]}")
-    report = json.loads(result.stdout.splitlines()[-1])
-    return (report["peak_gib"], report["weights_gib"]) if field == "both" else report[field], torch.load(out)
+    return json.loads(result.stdout.splitlines()[-1]), torch.load(out)
 
 
 def bench_memory(args):
@@ -204,11 +203,12 @@ def bench_memory(args):
                 results[which] = peak_memory(which, folder, frames, args, tmp)
         outputs = [out for _, out in results.values() if out is not None]
         diff = f"{(outputs[0] - outputs[1]).abs().max().item():.1e}" if len(outputs) == 2 else "n/a"
-        rows = [[which, "out of memory" if peak is None else f"{peak:.2f}"] for which, (peak, _) in results.items()]
+        rows = [[which, "out of memory" if report is None else f"{report['peak_gib']:.2f}"]
+                for which, (report, _) in results.items()]
         table(f"{kind} (GiB), separate processes: load the .fp16. UNet for {args.dtype} compute, one B2 (CFG) x "
               f"F{frames} forward; max |ours - diffusers| = {diff}", ["", kind], rows)
-        if all(peak is not None for peak, _ in results.values()):
-            print(f"ratio ours/diffusers: {results['ours'][0] / results['diffusers'][0]:.3f}")
+        if all(report is not None for report, _ in results.values()):
+            print(f"ratio ours/diffusers: {results['ours'][0]['peak_gib'] / results['diffusers'][0]['peak_gib']:.3f}")
 
 
 def bench_fp8(args):
@@ -217,24 +217,26 @@ def bench_fp8(args):
     folder = fp16_unet_file()
     kind = "peak RSS" if args.device == "cpu" else "peak VRAM"
     with tempfile.TemporaryDirectory() as tmp:
-        results = {which: peak_memory(which, folder, args.frames, args, tmp, field="both")
+        results = {which: peak_memory(which, folder, args.frames, args, tmp)
                    for which in ("diffusers", "ours", *(f"ours:{name}" for name in WEIGHT_DTYPES))}
     reference = results["ours"][1]
     scale = reference.pow(2).mean().sqrt().item()
     rows = []
-    for which, ((peak, weights), out) in results.items():
+    for which, (report, out) in results.items():
         drift = out - reference
-        rows.append([which, f"{weights:.2f}", f"{peak:.2f}", f"{drift.abs().max().item():.2e}",
+        rows.append([which, f"{report['weights_gib']:.2f}", f"{report['peak_gib']:.2f}",
+                     f"{drift.abs().max().item():.2e}",
                      f"{drift.pow(2).mean().sqrt().item() / scale:.2%}"])
     table(f"UNet weights and {kind} (GiB), drift, separate processes: the .fp16. UNet loaded as stored or with fp8 "
           f"matrices, {args.dtype} compute, one B2 (CFG) x F{args.frames} forward; drift against ours with the 16-bit "
           f"weights (output RMS {scale:.3f}; random weights)", ["", "weights", kind, "max |diff|", "RMS diff / RMS"],
           rows)
+    ours, theirs = results["ours"][0], results["diffusers"][0]
     for which in WEIGHT_DTYPES:
-        (peak, weights), _ = results["ours:" + which]
-        print(f"ours:{which}: weights {weights / results['ours'][0][1]:.3f}x ours 16-bit, "
-              f"{weights / results['diffusers'][0][1]:.3f}x diffusers'; {kind} {peak / results['diffusers'][0][0]:.3f}x "
-              f"diffusers'")
+        report, _ = results["ours:" + which]
+        print(f"ours:{which}: weights {report['weights_gib'] / ours['weights_gib']:.3f}x ours 16-bit, "
+              f"{report['weights_gib'] / theirs['weights_gib']:.3f}x diffusers'; "
+              f"{kind} {report['peak_gib'] / theirs['peak_gib']:.3f}x diffusers'")
 
 
 def bench_preview(args, unet_seconds):

@@ -10,7 +10,7 @@ import re
 import torch
 from comfy_api.latest import io
 
-from .latent import progress_bar
+from .latent import check_frame_size, progress_bar
 from .loader import CATEGORY
 from .types import T2VVae
 
@@ -64,11 +64,9 @@ class Keyframes(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, images, length, frames, strength) -> io.NodeOutput:
-        count, height, width, _ = images.shape
-        if height % vae.scale_factor or width % vae.scale_factor:
-            raise ValueError(f"images: width and height must be multiples of {vae.scale_factor}, got {width}x{height}")
-        indices = keyframe_indices(frames, length, count)
-        images = images[-len(indices):] if count > len(indices) else images  # a video: its last frames go on
+        check_frame_size(images, vae.scale_factor)
+        indices = keyframe_indices(frames, length, len(images))
+        images = images[-len(indices):] if len(images) > len(indices) else images  # a video: its last frames go on
         count = len(images)
         encoded = vae.encode(images[None, ..., :3], progress=progress_bar(count))  # [1, C, count, h, w]
         encoded = encoded.expand(-1, -1, len(indices), -1, -1) if count == 1 else encoded

@@ -39,6 +39,14 @@ def video_latents(latent, input_name):
     return samples
 
 
+def check_frame_size(images, scale_factor):
+    """An error naming the input unless the frames of an IMAGE input are a whole number of latent cells."""
+    _, height, width, _ = images.shape
+    if height % scale_factor or width % scale_factor:
+        raise ValueError(f"images: width and height must be multiples of {scale_factor}, got {width}x{height}; "
+                         f"resize the frames first (e.g. Upscale Image to 1024x576 for zeroscope XL).")
+
+
 class EmptyLatentVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -124,8 +132,5 @@ class Encode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, images) -> io.NodeOutput:
-        _, height, width, _ = images.shape
-        if height % vae.scale_factor or width % vae.scale_factor:
-            raise ValueError(f"images: width and height must be multiples of {vae.scale_factor}, got {width}x{height}; "
-                             f"resize the frames first (e.g. Upscale Image to 1024x576 for zeroscope XL).")
+        check_frame_size(images, vae.scale_factor)
         return io.NodeOutput({"samples": vae.encode(images[None, ..., :3], progress=progress_bar(images.shape[0]))})

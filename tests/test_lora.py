@@ -14,8 +14,8 @@ from t2v_core import keymaps
 from t2v_core.components import export_state
 from t2v_core.text_encoder import TextEncoder, TextEncoderConfig
 from t2v_core.unet3d import UNet3D, UNet3DConfig
+from test_layouts import read_keys
 
-SPEC = Path(__file__).parent / "data" / "spec"
 PROMPT = "a panda playing guitar on times square"
 # Every layer kind of the UNet: attention and feed-forward linears, the transformers' projections, the ResBlocks'
 # convs and time projections, and the temporal Conv3d layers (index 2 of conv1, 3 of conv2-4).
@@ -207,11 +207,7 @@ def test_stable_lora_equals_the_extensions_arithmetic(checkpoints, tmp_path):
 
 
 def read_manifest(name):
-    state = {}
-    for line in (SPEC / name).read_text().splitlines():
-        key, shape, _ = line.split("\t")
-        state[key] = torch.empty(tuple(int(s) for s in shape.strip("()").split(",") if s.strip()), device="meta")
-    return state
+    return {key: torch.empty(shape, device="meta") for key, shape in read_keys(name).items()}
 
 
 def test_full_size_stable_lora_key_set_matches_every_key():

@@ -3,7 +3,6 @@ full-size random OpenCLIP ViT-H text tower (354 M parameters) in fp32."""
 import dataclasses
 import json
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from safetensors.torch import save_file
 
 import tiny
 from comfyui import PACK_NAME, REPO, Server
+from test_layouts import read_keys
 
-SPEC = Path(__file__).parent / "data" / "spec"
 TOL = 1e-4
 
 
@@ -22,9 +21,7 @@ def random_openclip_text_state(seed=0):
     of a trained tower: matrices N(0, 0.02), LayerNorms near 1, small biases."""
     g = torch.Generator().manual_seed(seed)
     state = {}
-    for line in (SPEC / "text_encoder_keys_openclip.txt").read_text().splitlines():
-        key, shape, _ = line.split("\t")
-        shape = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    for key, shape in read_keys("text_encoder_keys_openclip.txt").items():
         if key == "logit_scale":
             state[key] = torch.tensor(4.6052)
         elif "ln_" in key and key.endswith(".weight"):
@@ -50,6 +47,15 @@ def full_text_files(tmp_path_factory):
     save_file({"emb_params": 0.02 * torch.randn(2, 1024, generator=g)}, embeddings / "t2v_style.safetensors")
     save_file({"emb_params": 0.02 * torch.randn(1, 768, generator=g)}, embeddings / "sd15_style.safetensors")
     return folder, folder / "open_clip_pytorch_model.bin", embeddings
+
+
+def fp32_text_server(host, base, folder, clip_file):
+    """A server in ``base`` with the checkpoint as models/text2video/t2v-full-text and its text tower as
+    models/text_encoders/openclip_h.bin, text encoders in fp32 (core's default on CPU is fp16)."""
+    for name, target in (("models/text2video/t2v-full-text", folder), ("models/text_encoders/openclip_h.bin", clip_file)):
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).symlink_to(target)
+    return Server(host, base, extra_args=["--fp32-text-enc"])
 
 
 @pytest.mark.slow
@@ -81,10 +87,7 @@ def test_core_clip_text_encode_drives_the_pack_sampler(comfy, full_text_files, t
     from workflows import tiny_text_to_video
 
     folder, clip_file, _ = full_text_files
-    for name, target in (("models/text2video/t2v-full-text", folder), ("models/text_encoders/openclip_h.bin", clip_file)):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).symlink_to(target)
-    server = Server(comfy.host, tmp_path, extra_args=["--fp32-text-enc"])
+    server = fp32_text_server(comfy.host, tmp_path, folder, clip_file)
     try:
         for scheduler, sampler_name in (("modelscope", "ddim"), ("karras", "euler")):
             prompt, _ = tiny_text_to_video(width=32, height=32, length=3, steps=3, seed=5)
@@ -120,12 +123,9 @@ def test_core_lora_loader_patches_the_pack_model_and_a_core_clip(comfy, full_tex
             module = f"text_encoder.text_model.encoder.layers.{layer}.self_attn.{proj}"
             lora[f"{module}.lora_A.weight"] = 0.2 * torch.randn(4, 1024, generator=g)
             lora[f"{module}.lora_B.weight"] = 0.2 * torch.randn(1024, 4, generator=g)
-    for name, target in (("models/text2video/t2v-full-text", folder), ("models/text_encoders/openclip_h.bin", clip_file)):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).symlink_to(target)
     (tmp_path / "models" / "loras").mkdir(parents=True)
     save_file(lora, tmp_path / "models" / "loras" / "unet_and_text.safetensors")
-    server = Server(comfy.host, tmp_path, extra_args=["--fp32-text-enc"])
+    server = fp32_text_server(comfy.host, tmp_path, folder, clip_file)
 
     def graph(loader, strength_clip=None):
         prompt, _ = tiny_text_to_video(width=32, height=32, length=3, steps=3, seed=6)
