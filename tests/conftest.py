@@ -1,3 +1,6 @@
+import shutil
+import tempfile
+
 import pytest
 import torch
 
@@ -33,12 +36,21 @@ def checkpoints(truth, tmp_path_factory):
 HOSTS = comfyui.hosts()
 
 
+def free_disk():
+    """Free space where the tests write: a full disk shows as errors in every test that writes a file."""
+    return f"{shutil.disk_usage(tempfile.gettempdir()).free / 2**30:.1f} GiB free in {tempfile.gettempdir()}"
+
+
 def pytest_report_header():
     tested = ", ".join(f"{h.version} ({h.root.relative_to(comfyui.REPO)})" for h in HOSTS)
     if len(HOSTS) == 1:
-        return (f"ComfyUI: {tested} only; no current ComfyUI is set up (COMFYUI_DIR unset and no "
-                f"../shared/ComfyUI-0.33.0), so the ComfyUI tests run on 0.3.75 alone")
-    return f"ComfyUI: {tested}"
+        tested = (f"{tested} only; no current ComfyUI is set up (COMFYUI_DIR unset and no "
+                  f"../shared/ComfyUI-0.33.0), so the ComfyUI tests run on 0.3.75 alone")
+    return [f"ComfyUI: {tested}", f"disk: {free_disk()} (the suite needs about 3 GiB)"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"disk at the end: {free_disk()}")
 
 
 def pytest_generate_tests(metafunc):

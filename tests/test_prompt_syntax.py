@@ -1,5 +1,6 @@
 """ComfyUI's prompt syntax in ModelScope T2V Text Encode, against core CLIPLoader + CLIPTextEncode on the same
-full-size random OpenCLIP ViT-H text tower (354 M parameters) in fp32."""
+full-size random OpenCLIP ViT-H text tower (354 M parameters), stored in fp16 (0.7 GB of disk, not 1.4) and run in
+fp32."""
 import dataclasses
 import json
 import subprocess
@@ -40,7 +41,8 @@ def full_text_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("full_text")
     unet = tiny.unet(dataclasses.replace(tiny.UNET, context_dim=1024))
     folder = tiny.write_original(root / "t2v-full-text", unet, tiny.vae(), tiny.openclip_model())
-    torch.save(random_openclip_text_state(), folder / "open_clip_pytorch_model.bin")
+    state = {key: value.half() for key, value in random_openclip_text_state().items()}
+    torch.save(state, folder / "open_clip_pytorch_model.bin")
     embeddings = root / "embeddings"
     embeddings.mkdir()
     g = torch.Generator().manual_seed(1)
