@@ -136,6 +136,7 @@ class Sampler(io.ComfyNode):
         width = t2v.diffusion_model.unet.config.context_dim
         check_conditioning(positive, "positive", width)
         check_conditioning(negative, "negative", width)
+        check_context_windows(model)
         if scheduler != REFERENCE:
             return io.NodeOutput(sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name,
                                                 scheduler, denoise, seed))
@@ -166,6 +167,16 @@ class Sampler(io.ComfyNode):
         except t2v_core.NotEnoughMemory as error:
             raise ValueError(error.with_advice(MEMORY_ADVICE)) from error
         return io.NodeOutput({"samples": latents.to(mm.intermediate_device())})
+
+
+def check_context_windows(model):
+    """Core's context handler with an overlap not smaller than its windows fails deep in sampling (range() with a
+    step of 0, or no windows and NaN frames); say so first, naming the inputs."""
+    handler = model.model_options.get("context_handler")
+    length, overlap = getattr(handler, "context_length", None), getattr(handler, "context_overlap", None)
+    if isinstance(length, int) and isinstance(overlap, int) and overlap >= length:
+        raise ValueError(f"model: its context windows overlap by {overlap} frames but are {length} long; set "
+                         f"ContextWindowsManual's context_overlap below its context_length (e.g. 4 for 16).")
 
 
 def sampling_hooks(model):

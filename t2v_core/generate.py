@@ -24,8 +24,11 @@ def check_video_size(num_frames, height, width, scale_factor):
 
 
 def context_windows(num_frames, window, overlap):
-    """Overlapping frame windows covering the clip, each with blend weights: linear ramps at inner edges,
-    normalised so that every frame's weights sum to 1."""
+    """Overlapping frame windows covering the clip, each with blend weights normalised so that every frame's
+    weights sum to 1. They are core ComfyUI's context windows with the ``standard_static`` schedule and the
+    ``overlap-linear`` fuse, so the two give the same frames: windows start ``window - overlap`` apart, the last
+    moved back to end with the clip; the first ``overlap`` frames of every window but the first ramp up from ~0 to
+    1, the last ``overlap`` of every window but the last ramp down."""
     if window is None or window >= num_frames:
         return [(0, num_frames, torch.ones(num_frames))]
     if window < 1 or not 0 <= overlap < window:
@@ -33,14 +36,13 @@ def context_windows(num_frames, window, overlap):
     starts = list(range(0, num_frames - window + 1, window - overlap))
     if starts[-1] != num_frames - window:
         starts.append(num_frames - window)
-    ramp = torch.arange(1, overlap + 1) / (overlap + 1)
     coverage, weights = torch.zeros(num_frames), []
     for start in starts:
         w = torch.ones(window)
         if start > 0 and overlap:
-            w[:overlap] = ramp
+            w[:overlap] = torch.linspace(1e-37, 1, overlap)
         if start + window < num_frames and overlap:
-            w[-overlap:] = torch.minimum(w[-overlap:], ramp.flip(0))
+            w[-overlap:] = torch.linspace(1, 1e-37, overlap)
         coverage[start:start + window] += w
         weights.append(w)
     return [(start, start + window, w / coverage[start:start + window]) for start, w in zip(starts, weights)]

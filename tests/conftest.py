@@ -46,7 +46,7 @@ def pytest_report_header():
     if len(HOSTS) == 1:
         tested = (f"{tested} only; no current ComfyUI is set up (COMFYUI_DIR unset and no "
                   f"../shared/ComfyUI-0.33.0), so the ComfyUI tests run on 0.3.75 alone")
-    return [f"ComfyUI: {tested}", f"disk: {free_disk()} (the suite needs about 3 GiB)"]
+    return [f"ComfyUI: {tested}", f"disk: {free_disk()} (the suite needs about 2 GiB at its peak)"]
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -3,6 +3,7 @@ with a host's interpreter and ComfyUI tree and read the JSON it prints.
 
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME model_system CHECKPOINT
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME prompt_syntax CHECKPOINT CLIP_FILE EMBEDDINGS
+    python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME context_windows
 
 model_system: a CPU-only server never loads a model partially. It loads CHECKPOINT through the pack's loader
 (ComfyUI's comfy.ops layers), gives a clone a LoRA through core's LoraLoaderModelOnly path (PEFT names for the
@@ -15,6 +16,9 @@ prompt_syntax: core CLIPLoader's text encoder (CLIP_FILE, an OpenCLIP ViT-H file
 CLIPTextEncode's encoding against the pack's Text Encode on CHECKPOINT's copy of the same tower, for prompts with
 weights, nesting, escapes, an embedding from EMBEDDINGS and more than 75 tokens; and the pack's errors for an
 embedding that is missing or 768 wide.
+
+context_windows: the frame windows and blend weights of core's context handler (standard_static schedule,
+overlap-linear fuse), fused as core fuses them, against t2v_core's ``context_windows``, for several clip lengths.
 """
 import importlib
 import json
@@ -161,5 +165,28 @@ def prompt_syntax(checkpoint, clip_file, embeddings):
     print(json.dumps({"prompts": results, "errors": errors, "core_dtype": str(next(core.cond_stage_model.parameters()).dtype)}))
 
 
-CHECKS = {"model_system": model_system, "prompt_syntax": prompt_syntax}
+def context_windows():
+    import comfy.context_windows as cw
+
+    t2v_windows = importlib.import_module(f"{pack_name}.t2v_core.generate").context_windows
+    results = []
+    for frames, length, overlap in ((32, 16, 4), (96, 16, 4), (256, 16, 4), (28, 16, 4), (20, 16, 6), (40, 8, 1)):
+        handler = cw.IndexListContextHandler(cw.get_matching_context_schedule("standard_static"),
+                                             cw.get_matching_fuse_method("overlap-linear"), context_length=length,
+                                             context_overlap=overlap, dim=0)
+        core = cw.create_windows_static_standard(frames, handler, {})
+        counts, fused = torch.zeros(frames), []
+        for index_list in core:
+            weights = torch.as_tensor(cw.get_context_weights(length, frames, index_list, handler), dtype=torch.float32)
+            counts[index_list] += weights
+            fused.append(weights)
+        ours = t2v_windows(frames, length, overlap)
+        results.append({
+            "frames": frames, "windows": [[w[0], w[-1] + 1] for w in core], "ours": [[a, b] for a, b, _ in ours],
+            "max_weight_diff": max((w / counts[idx] - o).abs().max().item()
+                                   for idx, w, (_, _, o) in zip(core, fused, ours)) if len(core) == len(ours) else None})
+    print(json.dumps(results))
+
+
+CHECKS = {"model_system": model_system, "prompt_syntax": prompt_syntax, "context_windows": context_windows}
 CHECKS[check](*check_args)

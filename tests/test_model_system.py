@@ -50,13 +50,14 @@ def with_lora(prompt, sampler_id, lora_name, strength):
     return prompt
 
 
-def expected_frames(pipe, prompt, seed):
+def expected_frames(pipe, prompt, seed, **options):
+    """t2v_core's frames for the shipped text-to-video graph ``prompt`` (``options``: more of generate's)."""
     text = nodes_of(prompt, "ModelScopeT2VTextEncode")
     latent = nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo")[0]["inputs"]
     sampler = nodes_of(prompt, "ModelScopeT2VSampler")[0]["inputs"]
     video = t2v_core.generate(pipe, text[0]["inputs"]["text"], negative_prompt=text[1]["inputs"]["text"],
                               num_frames=latent["length"], height=latent["height"], width=latent["width"],
-                              steps=sampler["steps"], guidance_scale=sampler["cfg"], seed=seed)
+                              steps=sampler["steps"], guidance_scale=sampler["cfg"], seed=seed, **options)
     return t2v_core.to_uint8(video).astype(np.float32)
 
 

@@ -44,7 +44,8 @@ def test_pinned_widget_order_matches_the_nodes(comfy):
 
 def test_ui_workflows_exist():
     assert {"text_to_video.json", "text_to_video_ksampler.json", "video_to_video_upscale.json",
-            "prompt_travel.json", "image_to_video.json", "extend_video.json"} <= set(UI_WORKFLOWS)
+            "prompt_travel.json", "image_to_video.json", "extend_video.json", "long_video.json",
+            "loop.json"} <= set(UI_WORKFLOWS)
 
 
 @pytest.mark.parametrize("name", UI_WORKFLOWS)
