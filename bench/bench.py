@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from bench.common import (alternate, diffusers_unet, full_size_text_encoder, full_size_vae, matmul_peaks,  # noqa: E402
-                          our_unet_sharing, peak_rss_gib, table, unet_flops)
+                          our_unet_sharing, peak_rss_gib, sync, table, unet_flops)
 from t2v_core import ops  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -239,6 +239,57 @@ def bench_fp8(args):
               f"{kind} {report['peak_gib'] / theirs['peak_gib']:.3f}x diffusers'")
 
 
+VAE_WAYS = ("ours", "ours, stripes", "diffusers", "diffusers, tiled")
+
+
+def vae_child(which, height, width, device, dtype_name, out):
+    """One process: the full-size VAE decodes one frame of [1, 4, height/8, width/8] latents ``which`` way; prints
+    the time and the peak memory (RSS on CPU, torch.cuda.max_memory_allocated on GPU; weights included)."""
+    from t2v_core.vae_stripes import decode_in_stripes
+
+    dtype = DTYPES[dtype_name]
+    ref, vae = full_size_vae(device, dtype)  # ours holds diffusers' tensors: one copy of the weights
+    if which == "diffusers, tiled":  # SD's tile settings (512-pixel tiles, 1/4 overlap), as its VAE config sets
+        ref.enable_tiling()
+        ref.tile_sample_min_size, ref.tile_latent_min_size, ref.tile_overlap_factor = 512, 64, 0.25
+    z = torch.randn(1, 4, height // 8, width // 8, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    decode = {"ours": lambda: vae.decode(z), "ours, stripes": lambda: decode_in_stripes(vae, z, 64, device),
+              "diffusers": lambda: ref.decode(z).sample, "diffusers, tiled": lambda: ref.decode(z).sample}[which]
+    with torch.no_grad():
+        start = time.perf_counter()
+        frame = decode()
+        sync(device)
+        seconds = time.perf_counter() - start
+    torch.save(frame.float().cpu(), out)
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else peak_rss_gib()
+    print(json.dumps({"seconds": seconds, "peak_gib": peak}))
+
+
+def bench_stripes(args):
+    """Decoding one zeroscope XL frame (1024x576): whole, in stripes of 64 rows (the nodes' tiled), diffusers whole
+    and with its tiling (tiles decoded apart, overlaps blended); each in a fresh process."""
+    height, width = 576, 1024
+    kind = "peak RSS" if args.device == "cpu" else "peak VRAM"
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for which in VAE_WAYS:
+            out = Path(tmp) / f"{len(results)}.pt"
+            result = subprocess.run([sys.executable, __file__, "--child-vae", which, str(height), str(width),
+                                     args.device, args.dtype, str(out)], capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"VAE child {which} failed:\n{result.stderr[-2000:]}")
+            results[which] = json.loads(result.stdout.splitlines()[-1]), torch.load(out)
+    whole = results["ours"][1]
+    rows = [[which, f"{report['seconds']:.2f}", f"{report['peak_gib']:.2f}",
+             f"{(frame - whole).abs().max().item() * 127.5:.3f}"] for which, (report, frame) in results.items()]
+    table(f"VAE decode of one {width}x{height} frame, {args.dtype}, separate processes ({kind} includes the "
+          f"0.31 GiB of fp32 weights); difference from ours whole, in 8-bit steps", ["", "seconds", kind, "max diff /255"],
+          rows)
+    for ours, theirs in (("ours", "diffusers"), ("ours, stripes", "diffusers, tiled")):
+        print(f"ratio {ours} / {theirs}: time {results[ours][0]['seconds'] / results[theirs][0]['seconds']:.3f}, "
+              f"{kind} {results[ours][0]['peak_gib'] / results[theirs][0]['peak_gib']:.3f}")
+
+
 def bench_preview(args, unet_seconds):
     """The live preview (latent->RGB strip + JPEG) against one UNet step, per sampling step."""
     import io
@@ -265,15 +316,19 @@ def main():
     parser.add_argument("--frames", type=int, default=None, help="UNet frames (default: 16 on GPU, 4 on CPU, 2 quick)")
     parser.add_argument("--compile", action="store_true", help="time our UNet under torch.compile (compile time apart)")
     parser.add_argument("--steps", type=int, default=None, help="generate's DDIM steps (default: 50 on GPU, 5 on CPU, 2 quick)")
-    parser.add_argument("--only", nargs="*", default=["unet", "vae", "text", "generate", "memory", "fp8"],
-                        choices=["unet", "vae", "text", "generate", "memory", "fp8"])
+    parser.add_argument("--only", nargs="*", default=["unet", "vae", "text", "generate", "memory", "fp8", "stripes"],
+                        choices=["unet", "vae", "text", "generate", "memory", "fp8", "stripes"])
     parser.add_argument("--child-memory", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--child-vae", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child_memory:
         which, folder, frames, device, dtype, out = args.child_memory
         return memory_child(which, folder, int(frames), device, dtype, out)
+    if args.child_vae:
+        which, height, width, device, dtype, out = args.child_vae
+        return vae_child(which, int(height), int(width), device, dtype, out)
     cpu = args.device == "cpu"
     args.dtype = args.dtype or ("fp32" if cpu else "fp16")
     args.frames = args.frames or (16 if not cpu else 2 if args.quick else 4)
@@ -301,6 +356,8 @@ def main():
         bench_memory(args)
     if "fp8" in args.only:
         bench_fp8(args)
+    if "stripes" in args.only:
+        bench_stripes(args)
 
 
 if __name__ == "__main__":

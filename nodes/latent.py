@@ -93,6 +93,11 @@ class EmptyLatentVideo(io.ComfyNode):
         return io.NodeOutput({"samples": noise, "t2v_noise": True})
 
 
+TILED_TOOLTIP = ("Compute each frame in stripes of 64 rows: memory on the device stays that of one stripe whatever "
+                 "the frame size (1024x576 zeroscope XL frames on a small GPU), and the frames are the untiled ones "
+                 "(GroupNorm sees the whole frame).")
+
+
 class Decode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -104,14 +109,16 @@ class Decode(io.ComfyNode):
             inputs=[
                 T2VVae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
                 io.Latent.Input("samples", tooltip="Video latents [batch, 4, frames, h, w] from the sampler."),
+                io.Boolean.Input("tiled", default=False, optional=True, tooltip=TILED_TOOLTIP),
             ],
             outputs=[io.Image.Output(tooltip="All frames of all videos, [batch*frames, height, width, 3].")],
         )
 
     @classmethod
-    def execute(cls, vae, samples) -> io.NodeOutput:
+    def execute(cls, vae, samples, tiled=False) -> io.NodeOutput:
         latents = video_latents(samples, "samples")
-        video = vae.decode(latents, progress=progress_bar(latents.shape[0] * latents.shape[2]))  # [B, F, H, W, 3]
+        progress = progress_bar(latents.shape[0] * latents.shape[2])
+        video = vae.decode(latents, progress=progress, tiled=tiled)  # [B, F, H, W, 3]
         return io.NodeOutput(video.flatten(0, 1))
 
 
@@ -126,11 +133,13 @@ class Encode(io.ComfyNode):
             inputs=[
                 T2VVae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
                 io.Image.Input("images", tooltip="The frames of one video, in order; width and height multiples of 8."),
+                io.Boolean.Input("tiled", default=False, optional=True, tooltip=TILED_TOOLTIP),
             ],
             outputs=[io.Latent.Output(tooltip="[1, 4, frames, height/8, width/8] latents (the posterior mean).")],
         )
 
     @classmethod
-    def execute(cls, vae, images) -> io.NodeOutput:
+    def execute(cls, vae, images, tiled=False) -> io.NodeOutput:
         check_frame_size(images, vae.scale_factor)
-        return io.NodeOutput({"samples": vae.encode(images[None, ..., :3], progress=progress_bar(images.shape[0]))})
+        latents = vae.encode(images[None, ..., :3], progress=progress_bar(images.shape[0]), tiled=tiled)
+        return io.NodeOutput({"samples": latents})

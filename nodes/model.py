@@ -139,6 +139,10 @@ class TextEncoder:
         return prompt_syntax.encode(text, partial(self.pipe.encode_tokens, device=device)).to(mm.intermediate_device())
 
 
+# The Decode and Encode nodes' ``tiled``: one frame at a time in stripes of 64 rows (t2v_core.vae_stripes).
+STRIPES = {"frames_per_chunk": 1, "stripe_rows": 64}
+
+
 class VAE:
     """The T2V_VAE value: the KL autoencoder, decoding and encoding whole videos a few frames at a time."""
 
@@ -151,13 +155,13 @@ class VAE:
     def scale_factor(self):
         return self.pipe.vae_scale_factor
 
-    def decode(self, latents, progress=None):
+    def decode(self, latents, progress=None, tiled=False):
         mm.load_models_gpu([self.patcher])
-        return self.pipe.decode(latents, progress=progress).to(mm.intermediate_device())
+        return self.pipe.decode(latents, progress=progress, **(STRIPES if tiled else {})).to(mm.intermediate_device())
 
-    def encode(self, video, progress=None):
+    def encode(self, video, progress=None, tiled=False):
         mm.load_models_gpu([self.patcher])
-        return self.pipe.encode(video, progress=progress).to(mm.intermediate_device())
+        return self.pipe.encode(video, progress=progress, **(STRIPES if tiled else {})).to(mm.intermediate_device())
 
 
 class Checkpoint:

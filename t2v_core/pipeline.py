@@ -5,6 +5,7 @@ from einops import rearrange
 from .checkpoint import CheckpointError
 from .schedule import NoiseSchedule
 from .text_encoder import Tokenizer
+from .vae_stripes import decode_in_stripes, encode_in_stripes
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -74,30 +75,37 @@ class Pipeline:
         return text_encoder(tokens.to(device), dtype=self.dtype, embeddings=embeddings)
 
     @torch.no_grad()
-    def decode(self, latents, frames_per_chunk=4, progress=None):
+    def decode(self, latents, frames_per_chunk=4, progress=None, stripe_rows=None, device=None):
         """Sampler-space latents [B, C, F, h, w] -> video [B, F, H, W, 3] float32 in 0..1 on the CPU, a few frames
         at a time (device memory does not grow with length). ``progress(done, total)`` is called after each chunk.
+        ``stripe_rows``: compute each frame in stripes of that many rows (``vae_stripes``: device memory does not
+        grow with the frame either; the same frames). ``device``: where to compute (default: where the weights are).
         """
         vae = self._require("vae")
-        device = module_device(vae)
+        device = device or module_device(vae)
         z = rearrange(latents, "b c f h w -> (b f) c h w") / vae.config.scaling_factor
         frames = []
         for chunk in z.split(frames_per_chunk):
-            frames.append(vae.decode(chunk.to(device, self.dtype)).float().cpu())
+            chunk = chunk.to(device, self.dtype)
+            images = vae.decode(chunk) if stripe_rows is None else decode_in_stripes(vae, chunk, stripe_rows, device)
+            frames.append(images.float().cpu())
             if progress is not None:
                 progress(sum(len(f) for f in frames), len(z))
         video = (torch.cat(frames) * 0.5 + 0.5).clamp(0, 1)
         return rearrange(video, "(b f) c h w -> b f h w c", b=latents.shape[0])
 
     @torch.no_grad()
-    def encode(self, video, frames_per_chunk=4, progress=None):
-        """Video [B, F, H, W, 3] in 0..1 -> sampler-space latents [B, C, F, h, w] (the posterior mean), float32."""
+    def encode(self, video, frames_per_chunk=4, progress=None, stripe_rows=None, device=None):
+        """Video [B, F, H, W, 3] in 0..1 -> sampler-space latents [B, C, F, h, w] (the posterior mean), float32.
+        ``stripe_rows``, ``device``: as in ``decode``."""
         vae = self._require("vae")
-        device = module_device(vae)
+        device = device or module_device(vae)
         images = rearrange(video, "b f h w c -> (b f) c h w") * 2 - 1
         latents = []
         for chunk in images.split(frames_per_chunk):
-            latents.append(vae.encode(chunk.to(device, self.dtype)).float())
+            chunk = chunk.to(device, self.dtype)
+            z = vae.encode(chunk) if stripe_rows is None else encode_in_stripes(vae, chunk, stripe_rows, device)
+            latents.append(z.float())
             if progress is not None:
                 progress(sum(len(z) for z in latents), len(images))
         z = torch.cat(latents) * vae.config.scaling_factor
