@@ -8,6 +8,7 @@ or a masked latent on the reference grid takes ComfyUI's sampling too, on the gr
 and attention patches (FreeU, PerturbedAttentionGuidance) apply on every path.
 """
 import logging
+import math
 
 import comfy.model_management as mm
 import comfy.sample
@@ -137,6 +138,7 @@ class Sampler(io.ComfyNode):
         check_conditioning(positive, "positive", width)
         check_conditioning(negative, "negative", width)
         check_context_windows(model)
+        check_noise_mask(latent)
         if scheduler != REFERENCE:
             return io.NodeOutput(sample_as_core(model, t2v, positive, negative, latent, noise, steps, cfg, sampler_name,
                                                 scheduler, denoise, seed))
@@ -177,6 +179,23 @@ def check_context_windows(model):
     if isinstance(length, int) and isinstance(overlap, int) and overlap >= length:
         raise ValueError(f"model: its context windows overlap by {overlap} frames but are {length} long; set "
                          f"ContextWindowsManual's context_overlap below its context_length (e.g. 4 for 16).")
+
+
+def check_noise_mask(latent):
+    """ComfyUI stretches any mask over the latent, frames included; for a video one mask for every frame or one per
+    frame is meant, and another count is a mistake that would be stretched over the clip."""
+    mask = latent.get("noise_mask")
+    if mask is None:
+        return
+    frames = video_latents(latent, "latent").shape[2]
+    if not isinstance(mask, torch.Tensor) or mask.ndim < 2:
+        raise ValueError("latent: its noise_mask is not a mask; expected [frames, height, width] or the "
+                         "[1, 1, frames, h, w] of ModelScope T2V Keyframes.")
+    count = mask.shape[2] if mask.ndim == 5 else math.prod(mask.shape[:-2])
+    if count not in (1, frames):
+        raise ValueError(f"latent: its noise_mask has masks for {count} frames, the latent has {frames} frames; "
+                         f"give one mask for every frame or one per frame (ModelScope T2V Keyframes makes one per "
+                         f"frame).")
 
 
 def sampling_hooks(model):

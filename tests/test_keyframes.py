@@ -106,3 +106,24 @@ def test_extend_video_workflow_continues_a_video(comfy):
     assert got.shape == (8, 32, 32, 3)
     assert np.abs(got[:6] - video).max() == 0
     assert np.abs(got[6:] - video[-1]).mean() > 1
+
+
+def with_core_mask(prompt, masks):
+    """A core SetLatentNoiseMask between the noise video and the sampler: ``masks`` solid 32x32 masks in a batch."""
+    prompt["90"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 32, "height": 32}}
+    prompt["91"] = {"class_type": "MaskToImage", "inputs": {"mask": ["90", 0]}}
+    prompt["92"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["91", 0], "amount": masks}}
+    prompt["93"] = {"class_type": "ImageToMask", "inputs": {"image": ["92", 0], "channel": "red"}}
+    prompt["94"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["4", 0], "mask": ["93", 0]}}
+    prompt[SAMPLER]["inputs"]["latent"] = ["94", 0]
+    return prompt
+
+
+def test_a_mask_for_another_number_of_frames_is_refused(comfy):
+    """Core's SetLatentNoiseMask on the video latent: one mask for every frame or one per frame is sampled (all
+    zeros: every frame kept as the noise video holds it); masks for 4 frames of a 6-frame clip are refused by name."""
+    for masks in (1, LENGTH):
+        entry = comfy.run(with_core_mask(pack_graph(4, "euler", "karras"), masks))
+        assert entry["status"]["status_str"] == "success", (masks, entry["status"])
+    message = run_expecting_error(comfy, with_core_mask(pack_graph(4, "euler", "karras"), 4))
+    assert "noise_mask has masks for 4 frames, the latent has 6 frames" in message
