@@ -65,21 +65,28 @@ class Stripes:
         scale, shift = stats
         return F.silu(part.float() * scale + shift).to(self.dtype)
 
+    def assemble(self, height, stripe):
+        """A whole-frame activation of ``height`` rows on the store, from ``stripe(lo, hi)``: its rows lo..hi."""
+        out = None
+        for lo, hi in self.spans(height):
+            y = stripe(lo, hi)
+            if out is None:
+                out = self.empty(y.shape[0], y.shape[1], height, y.shape[3], y.dtype)
+            out[:, :, lo:hi] = y.to(self.store)
+        return out
+
     def conv3x3(self, conv, x, pre=None, post=None):
         """A stride-1, padding-1 3x3 ``conv`` over the whole frame. ``pre(stripe)``: what its input goes through
         first (a norm and SiLU); ``post(out, lo, hi)``: added to its output rows lo..hi (a residual)."""
-        n, _, height, width = x.shape
-        out = None
-        for lo, hi in self.spans(height):
+        height = x.shape[2]
+
+        def stripe(lo, hi):
             a, b = max(lo - 1, 0), min(hi + 1, height)  # one row of each neighbour: the kernel's reach
             part = self.load(x, a, b)
             y = conv(pre(part) if pre else part)[:, :, lo - a:hi - a]  # rows a and b-1 saw zero padding: dropped
-            if post is not None:
-                y = post(y, lo, hi)
-            if out is None:
-                out = self.empty(n, y.shape[1], height, width, y.dtype)
-            out[:, :, lo:hi] = y.to(self.store)
-        return out
+            return y if post is None else post(y, lo, hi)
+
+        return self.assemble(height, stripe)
 
     def resblock(self, block, x):
         h = self.conv3x3(block.conv1, x, pre=partial(self.norm_silu, self.norm_stats(block.norm1, x)))
@@ -93,30 +100,24 @@ class Stripes:
 
     def upsample(self, up, x):
         """Nearest-neighbour x2, then ``up.conv``: output rows lo..hi read input rows lo/2 - 1 .. hi/2 + 1."""
-        n, _, height, width = x.shape
-        out = None
-        for lo, hi in self.spans(2 * height):
+        height, width = x.shape[2:]
+
+        def stripe(lo, hi):
             a, b = max(lo // 2 - 1, 0), min((hi + 1) // 2 + 1, height)
             part = F.interpolate(self.load(x, a, b), size=(2 * (b - a), 2 * width), mode="nearest")
-            y = up.conv(part)[:, :, lo - 2 * a:hi - 2 * a]
-            if out is None:
-                out = self.empty(n, y.shape[1], 2 * height, 2 * width, y.dtype)
-            out[:, :, lo:hi] = y.to(self.store)
-        return out
+            return up.conv(part)[:, :, lo - 2 * a:hi - 2 * a]
+
+        return self.assemble(2 * height, stripe)
 
     def downsample(self, down, x):
         """Pad right and bottom by one, then ``down.conv`` (3x3, stride 2): output row r reads input rows 2r..2r+2."""
-        n, _, height, width = x.shape
-        out_height = (height - 2) // 2 + 1
-        out = None
-        for lo, hi in self.spans(out_height):
-            a, b = 2 * lo, min(2 * hi + 1, height)
-            part = F.pad(self.load(x, a, b), (0, 1, 0, 2 * hi + 1 - b))  # the bottom pad row past the frame
-            y = down.conv(part)
-            if out is None:
-                out = self.empty(n, y.shape[1], out_height, (width - 2) // 2 + 1, y.dtype)
-            out[:, :, lo:hi] = y.to(self.store)
-        return out
+        height = x.shape[2]
+
+        def stripe(lo, hi):
+            b = min(2 * hi + 1, height)
+            return down.conv(F.pad(self.load(x, 2 * lo, b), (0, 1, 0, 2 * hi + 1 - b)))  # bottom pad past the frame
+
+        return self.assemble((height - 2) // 2 + 1, stripe)
 
 
 def decode_in_stripes(vae, z, rows, device, store="cpu"):
