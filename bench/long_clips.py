@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACK_NAME = "ComfyUI-ModelScope-T2V"
 WINDOW, OVERLAP, STEPS, CFG, SEED = 16, 4, 1, 9.0, 0
 
 
@@ -53,9 +52,9 @@ def run_t2v_core(frames, size):
     return run
 
 
-def run_core(frames, size, comfyui):
+def run_core(frames, size, comfyui, pack_name):
     """The pack's Sampler node (scheduler modelscope) on a MODEL patched by core's ContextWindowsManual: the path
-    a ComfyUI user's workflow takes."""
+    a ComfyUI user's workflow takes (the pack imported as ``pack_name``, as ComfyUI imports it)."""
     sys.path[:0] = [str(comfyui)]
     import comfy.cli_args
 
@@ -68,12 +67,12 @@ def run_core(frames, size, comfyui):
     from comfy_extras.nodes_context_windows import ContextWindowsManualNode
 
     custom_nodes = Path(tempfile.mkdtemp())
-    (custom_nodes / PACK_NAME).symlink_to(REPO)
+    (custom_nodes / pack_name).symlink_to(REPO)
     sys.path.insert(0, str(custom_nodes))
-    model_module = importlib.import_module(f"{PACK_NAME}.nodes.model")
-    sampler_module = importlib.import_module(f"{PACK_NAME}.nodes.sampler")
-    t2v_core = importlib.import_module(f"{PACK_NAME}.t2v_core")
-    layers = importlib.import_module(f"{PACK_NAME}.nodes.layers")
+    model_module = importlib.import_module(f"{pack_name}.nodes.model")
+    sampler_module = importlib.import_module(f"{pack_name}.nodes.sampler")
+    t2v_core = importlib.import_module(f"{pack_name}.t2v_core")
+    layers = importlib.import_module(f"{pack_name}.nodes.layers")
 
     unet = load_unet(t2v_core, ops=layers.OPS)
     model = comfy.model_patcher.ModelPatcher(
@@ -95,12 +94,12 @@ def run_core(frames, size, comfyui):
     return run
 
 
-def child(which, frames, size, comfyui, out):
+def child(which, frames, size, comfyui, pack_name, out):
     import torch
 
     from bench.common import peak_rss_gib
 
-    run = run_t2v_core(frames, size) if which == "t2v_core" else run_core(frames, size, comfyui)
+    run = run_t2v_core(frames, size) if which == "t2v_core" else run_core(frames, size, comfyui, pack_name)
     run(WINDOW)  # warm-up: one window
     start = time.perf_counter()
     noise, latents = run(frames)
@@ -113,7 +112,7 @@ def measure(which, frames, args, tmp):
     out = Path(tmp) / f"{which}-{frames}.pt"
     python = sys.executable if which == "t2v_core" else args.python
     result = subprocess.run([python, __file__, "--child", which, str(frames), str(args.size), str(args.comfyui),
-                             str(out)], capture_output=True, text=True, cwd=REPO)
+                             args.pack_name, str(out)], capture_output=True, text=True, cwd=REPO)
     if result.returncode != 0:
         raise RuntimeError(f"{which} at {frames} frames failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.splitlines()[-1]), out
@@ -124,19 +123,20 @@ def main():
     parser.add_argument("--size", type=int, default=16, help="latent height and width (video: 8x)")
     parser.add_argument("--frames", type=int, nargs="+", default=[32, 96, 256])
     parser.add_argument("--comfyui", type=Path, default=REPO / "build" / "ComfyUI-current")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path[:0] = [str(REPO)]
     if args.child:
-        which, frames, size, comfyui, out = args.child
-        return child(which, int(frames), int(size), Path(comfyui), out)
+        which, frames, size, comfyui, pack_name, out = args.child
+        return child(which, int(frames), int(size), Path(comfyui), pack_name, out)
+    sys.path.insert(0, str(REPO / "tests"))
     import torch
+    from comfyui import PACK_NAME, version_of  # the tests' harness (not importable on ComfyUI's own interpreter)
 
     from bench.bench import machine
 
     args.python = (args.comfyui / ".python").read_text().strip() if (args.comfyui / ".python").exists() else sys.executable
-    version = next(line.split('"')[1] for line in (args.comfyui / "comfyui_version.py").read_text().splitlines()
-                   if line.startswith("__version__"))
+    args.pack_name, version = PACK_NAME, version_of(args.comfyui)
     print(f"long clips, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, "
           f"{machine(argparse.Namespace(device='cpu'))}; ComfyUI {version}")
     print(f"full-size UNet (random weights, fp16 file, fp32 compute), {args.size * 8}x{args.size * 8} video "

@@ -181,5 +181,14 @@ class Server:
         finally:
             ws.close()
 
+    def in_process(self, check, *args, timeout=600):
+        """The JSON report of ``tests/in_comfyui.py CHECK ARGS`` on this server's ComfyUI tree and interpreter,
+        with the pack as this server has it (checks of ComfyUI's own code that a server cannot show)."""
+        result = subprocess.run([self.host.python, str(REPO / "tests" / "in_comfyui.py"), ".",
+                                 str(self.base / "custom_nodes"), PACK_NAME, check, *map(str, args)],
+                                cwd=self.host.root, capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
     def output_path(self, item):
         return self.base / "output" / item["subfolder"] / item["filename"]

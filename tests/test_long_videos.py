@@ -1,22 +1,17 @@
 """Long clips and loops through core's context windows (ContextWindowsManual) on the pack's MODEL and sampler:
 t2v_core's windows are core's, workflows/long_video.json makes 256 frames and equals t2v_core's ``context_frames``,
 and workflows/loop.json joins the clip's end to its start."""
-import json
-import subprocess
-
 import numpy as np
-import pytest
 import torch
 from safetensors.torch import save_file
 
 import t2v_core
-from comfyui import PACK_NAME, REPO
 from test_comfyui_nodes import SAMPLER, outputs_of
 from test_core_sampling import frames
 from test_keyframes import run_latent
 from test_model_system import expected_frames
 from test_reliability import assert_still_serving, run_expecting_error
-from workflows import nodes_of, tiny_text_to_video
+from workflows import tiny_text_to_video
 
 WINDOWS = "8"  # the ContextWindowsManual node of the shipped long_video and loop workflows
 
@@ -24,11 +19,7 @@ WINDOWS = "8"  # the ContextWindowsManual node of the shipped long_video and loo
 def test_t2v_core_windows_are_core_context_windows(comfy):
     """The windows and fused weights of core's standard_static schedule with the overlap-linear fuse, against
     t2v_core's ``context_windows``, for clips of 20 to 256 frames."""
-    result = subprocess.run(
-        [comfy.host.python, str(REPO / "tests" / "in_comfyui.py"), ".", str(comfy.base / "custom_nodes"), PACK_NAME,
-         "context_windows"], cwd=comfy.host.root, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    for case in json.loads(result.stdout.strip().splitlines()[-1]):
+    for case in comfy.in_process("context_windows", timeout=300):
         assert case["windows"] == case["ours"], case["frames"]
         assert case["max_weight_diff"] <= 1e-6, case
 

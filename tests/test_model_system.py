@@ -2,7 +2,6 @@
 through core LoraLoaderModelOnly and the pack's LoRA loader, a LoRA of another model, and fp8 weight storage."""
 import json
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ import torch
 from safetensors.torch import save_file
 
 import t2v_core
-from comfyui import PACK_NAME, REPO
 from test_comfyui_nodes import SAMPLER
 from test_core_sampling import core_graph, frames, pack_graph
 from test_lora import stable_lora_state
@@ -65,12 +63,7 @@ def test_partial_load_equals_full_load_with_lora_patches_on_the_fly(comfy):
     """A third of the weights allowed on the load device: the rest stay offloaded (cast per layer by comfy.ops),
     the outputs equal the full load's, LoRA patches run on the offloaded weights without writing them, and
     unloading restores every weight."""
-    result = subprocess.run(
-        [comfy.host.python, str(REPO / "tests" / "in_comfyui.py"), ".", str(comfy.base / "custom_nodes"), PACK_NAME,
-         "model_system", str(comfy.base / "models" / "text2video" / "tiny-t2v")],
-        cwd=comfy.host.root, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = comfy.in_process("model_system", comfy.base / "models" / "text2video" / "tiny-t2v")
     assert report["partial_vs_full"] <= 1e-6 and report["lora_partial_vs_full"] <= 1e-6
     assert report["lora_effect"] > 1e-2
     for load in (report["partial"], report["lora_partial"]):

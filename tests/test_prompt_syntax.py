@@ -2,8 +2,6 @@
 full-size random OpenCLIP ViT-H text tower (354 M parameters), stored in fp16 (0.7 GB of disk, not 1.4) and run in
 fp32."""
 import dataclasses
-import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 import tiny
-from comfyui import PACK_NAME, REPO, Server
+from comfyui import Server
 from test_layouts import read_keys
 
 TOL = 1e-4
@@ -65,12 +63,7 @@ def test_prompt_syntax_equals_core_clip_text_encode(comfy, full_text_files):
     """Plain, weighted, nested, escaped, embedding and over-long prompts: the pack's context equals core's within
     1e-4 (fp32), shape included (77 tokens per chunk); missing and 768-wide embeddings are refused by name."""
     folder, clip_file, embeddings = full_text_files
-    result = subprocess.run(
-        [comfy.host.python, str(REPO / "tests" / "in_comfyui.py"), ".", str(comfy.base / "custom_nodes"), PACK_NAME,
-         "prompt_syntax", str(folder), str(clip_file), str(embeddings)],
-        cwd=comfy.host.root, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = comfy.in_process("prompt_syntax", folder, clip_file, embeddings, timeout=900)
     assert report["core_dtype"] == "torch.float32"
     for name, found in report["prompts"].items():
         assert found["shape"] == found["core_shape"], name
