@@ -8,13 +8,14 @@ from .patches import BlockPatches, freeu
 from .pipeline import DTYPES, MissingComponent, Pipeline
 from .preview import latent_strip
 from .prompts import ScheduleError, encode_prompt_schedule, interpolate_contexts, parse_prompt_schedule
-from .samplers import SAMPLERS
-from .schedule import NoiseSchedule
+from .samplers import SAMPLERS, step_noise
+from .schedule import NoiseSchedule, lcm_scalings, variance_preserving
 from .video import temporary_file, to_uint8, write_video
 
 __all__ = ["BlockPatches", "CheckpointError", "DTYPES", "FOLDER_MARKERS", "LoraError", "MissingComponent",
            "NoiseSchedule", "NotEnoughMemory", "PICKLE_SUFFIXES", "Pipeline", "SAMPLERS", "ScheduleError",
            "apply_lora", "check_fits", "detect_format", "encode_prompt_schedule", "freeu", "generate",
-           "initial_noise", "interpolate_contexts", "latent_strip", "load_pipeline", "load_unet", "load_vae",
+           "initial_noise", "interpolate_contexts", "latent_strip", "lcm_scalings", "load_pipeline", "load_unet",
+           "load_vae",
            "match_lora", "parse_prompt_schedule", "read_lora", "sample", "sampling_bytes", "save_single_file",
-           "temporary_file", "to_uint8", "write_video"]
+           "step_noise", "temporary_file", "to_uint8", "variance_preserving", "write_video"]

@@ -97,7 +97,7 @@ def sample(unet, schedule, noise, context, *, steps=50, guidance_scale=9.0, samp
     ``patches``: ``BlockPatches`` for every UNet call (``freeu``, a host's block patches).
     """
     sample_fn = get_sampler(sampler)
-    timesteps = schedule.timesteps(steps, denoise)
+    timesteps = schedule.grid(sampler, steps, denoise)
     device = device or module_device(unet)
     batch, _, frames, height, width = noise.shape
     run_frames = frames if context_frames is None else min(frames, context_frames)

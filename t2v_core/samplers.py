@@ -6,15 +6,26 @@
 noised to ``timesteps[0]`` on the variance-preserving scale; ``timesteps`` is ``NoiseSchedule.timesteps(...)``.
 After each step ``callback({"i", "total", "t", "x", "denoised"})`` is called: it can report progress, show a
 preview of ``denoised`` (the current estimate of the clean latents), or raise to cancel the run.
-Random draws (ancestral noise, DDIM with eta > 0) come from ``generator`` on the CPU.
+Random draws (ancestral noise, DDIM with eta > 0, LCM's re-noising) come from ``generator`` on the CPU; ``step_noise``
+draws them for a host's sampler the same way.
 """
 import math
 
 import torch
 
+from .schedule import lcm_scalings
+
 
 def _noise_like(x, generator):
     return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x)
+
+
+def _frame_noise_like(x, generator):
+    """Noise for [B, C, F, h, w] latents drawn frame after frame, [B*F, C, h, w], as diffusers' video pipelines step
+    their schedulers."""
+    batch, channels, frames, height, width = x.shape
+    noise = torch.randn((batch * frames, channels, height, width), generator=generator, dtype=torch.float32)
+    return noise.unflatten(0, (batch, frames)).transpose(1, 2).to(x)
 
 
 def _report(callback, i, total, t, x, denoised):
@@ -104,12 +115,35 @@ def sample_dpmpp_2m(model, x, timesteps, schedule, *, generator=None, callback=N
     return x
 
 
+def sample_lcm(model, x, timesteps, schedule, *, generator=None, callback=None, timestep_scaling=4.0):
+    """Multistep latent consistency sampling, Luo et al. 2023, algorithm 3, as diffusers' ``LCMScheduler``: each step
+    takes the boundary-conditioned estimate of the clean latents and noises it afresh to the next timestep."""
+    alphas = schedule.alphas_cumprod
+    total = len(timesteps) - 1
+    for i in range(total):
+        t, t_next = timesteps[i], timesteps[i + 1]
+        a = alphas[t].item()
+        eps = model(x, t)
+        c_skip, c_out = lcm_scalings(float(t), timestep_scaling)
+        denoised = c_out * (x - math.sqrt(1 - a) * eps) / math.sqrt(a) + c_skip * x
+        if i < total - 1:
+            a_next = alphas[t_next].item()
+            x = math.sqrt(a_next) * denoised + math.sqrt(1 - a_next) * _frame_noise_like(denoised, generator)
+        else:
+            x = denoised
+        _report(callback, i, total, t, x, denoised)
+    return x
+
+
 SAMPLERS = {
     "ddim": sample_ddim,
     "euler": sample_euler,
     "euler_ancestral": sample_euler_ancestral,
     "dpmpp_2m": sample_dpmpp_2m,
+    "lcm": sample_lcm,
 }
+# How each sampler draws its per-step noise.
+STEP_NOISE = {"lcm": _frame_noise_like}
 
 
 def get_sampler(name):
@@ -117,3 +151,11 @@ def get_sampler(name):
         return SAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}") from None
+
+
+def step_noise(sampler, shape, generator, device="cpu"):
+    """A k-diffusion ``noise_sampler(sigma, sigma_next)`` drawing ``sampler``'s per-step noise for latents of
+    ``shape`` from ``generator`` as t2v_core's samplers draw it, so a host's sampler gets the same noise on ``device``."""
+    like = torch.empty(shape, dtype=torch.float32)
+    draw = STEP_NOISE.get(sampler, _noise_like)
+    return lambda sigma, sigma_next: draw(like, generator).to(device)

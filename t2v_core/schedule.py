@@ -1,4 +1,5 @@
-"""The DDPM noise schedule of ModelScopeT2V and the timestep grid its samplers walk."""
+"""The DDPM noise schedule of ModelScopeT2V, the timestep grids its samplers walk, and those grids as the sigmas of
+the variance-exploding view (x = x0 + sigma * eps) that k-diffusion-style samplers walk."""
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,34 @@ class NoiseSchedule:
         kept = max(int(steps * denoise), 1)
         return grid[steps - kept:]
 
+    def lcm_timesteps(self, steps, denoise=1.0, origin_steps=50):
+        """LCM's grid (Luo et al. 2023; diffusers' ``LCMScheduler``): ``steps`` evenly spaced entries of the
+        ``origin_steps``-step grid [999, 979, ..., 19] the consistency model was distilled on, then a final 0 that
+        stands for the clean latents: [999, 759, 499, 259, 0] for 4 steps. ``denoise`` < 1 keeps the last
+        ``int(steps * denoise)`` steps, as ``timesteps`` does."""
+        n = self.num_train_timesteps
+        if not 1 <= steps <= origin_steps:
+            raise ValueError(f"steps must be between 1 and {origin_steps} for LCM, got {steps}")
+        if not 0.0 < denoise <= 1.0:
+            raise ValueError(f"denoise must be in (0, 1], got {denoise}")
+        origin = (torch.arange(origin_steps, 0, -1) * (n // origin_steps) - 1)  # [999, 979, ..., 19]
+        indices = torch.floor(torch.arange(steps, dtype=torch.float64) * origin_steps / steps).long()
+        grid = torch.cat([origin[indices], origin.new_zeros(1)])
+        kept = max(int(steps * denoise), 1)
+        return grid[steps - kept:]
+
+    def grid(self, sampler, steps, denoise=1.0):
+        """The timesteps ``sampler`` walks: LCM's grid for "lcm", the 'leading' DDIM grid for every other."""
+        return self.lcm_timesteps(steps, denoise) if sampler == "lcm" else self.timesteps(steps, denoise)
+
+    def reference_sigmas(self, sampler, steps, denoise=1.0):
+        """``grid`` as float32 sigmas, ``steps`` + 1 of them. "ddim" ends at alpha_bar[0], where the original
+        stops; the others end at sigma 0, the clean latents."""
+        sigmas = self.sigmas(self.grid(sampler, steps, denoise))
+        if sampler != "ddim":
+            sigmas[-1] = 0.0
+        return sigmas.float()
+
     def sigmas(self, timesteps):
         """Noise-to-signal ratios sqrt((1 - a) / a) at ``timesteps``, in float64."""
         a = self.alphas_cumprod[timesteps]
@@ -44,3 +73,17 @@ class NoiseSchedule:
         """q(x_t | x_0): sqrt(a) * latents + sqrt(1 - a) * noise."""
         a = self.alphas_cumprod[t].item()
         return a ** 0.5 * latents + (1 - a) ** 0.5 * noise
+
+
+def variance_preserving(latents, sigma):
+    """Latents x0 + sigma * eps of the variance-exploding view on the original's variance-preserving scale,
+    sqrt(a) * x0 + sqrt(1 - a) * eps with a = 1 / (1 + sigma^2)."""
+    return latents / (1 + sigma ** 2) ** 0.5
+
+
+def lcm_scalings(timesteps, timestep_scaling=4.0, sigma_data=0.5):
+    """LCM's boundary condition (Luo et al. 2023, eq. 9; diffusers' ``LCMScheduler``): (c_skip, c_out) at
+    ``timesteps``, with which a consistency step is c_out * x0 + c_skip * x_t (x_t on the variance-preserving scale).
+    4.0 is the scaling MCM's LoRAs were distilled with (core ComfyUI's LCM uses 10)."""
+    scaled = timesteps * timestep_scaling
+    return sigma_data ** 2 / (scaled ** 2 + sigma_data ** 2), scaled / (scaled ** 2 + sigma_data ** 2) ** 0.5

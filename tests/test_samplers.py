@@ -129,3 +129,37 @@ def test_denoise_keeps_the_last_steps_as_diffusers_video_to_video():
 def test_bad_steps_or_denoise_are_refused(steps, denoise):
     with pytest.raises(ValueError, match="steps|denoise"):
         NoiseSchedule().timesteps(steps, denoise)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 6, 8])
+def test_lcm_grid_is_diffusers_lcm_scheduler(steps):
+    from diffusers import LCMScheduler
+
+    scheduler = LCMScheduler(**BETAS, original_inference_steps=50)
+    scheduler.set_timesteps(steps)
+    assert NoiseSchedule().lcm_timesteps(steps)[:-1].tolist() == scheduler.timesteps.tolist()
+
+
+def frames_as_images(x):
+    """[B, C, F, h, w] -> [B*F, C, h, w], as TextToVideoSDPipeline hands latents to its scheduler's step."""
+    return x.transpose(1, 2).flatten(0, 1)
+
+
+@pytest.mark.parametrize("steps", [4, 2])
+def test_lcm_matches_diffusers_lcm_scheduler(steps, noise):
+    """MCM's setting: LCMScheduler with timestep_scaling 4.0; its re-noising draws from the generator frame by frame,
+    as the video pipeline steps it."""
+    from diffusers import LCMScheduler
+
+    scheduler = LCMScheduler(**BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_scaling=4.0)
+    scheduler.set_timesteps(steps)
+    generator = torch.Generator().manual_seed(5)
+    x = noise.clone()
+    for t in scheduler.timesteps:
+        eps = dummy_eps(x, t)
+        x = scheduler.step(frames_as_images(eps), t, frames_as_images(x), generator=generator).prev_sample
+        x = x.unflatten(0, (noise.shape[0], noise.shape[2])).transpose(1, 2)
+    ours = SAMPLERS["lcm"](dummy_eps, noise, NoiseSchedule().lcm_timesteps(steps), NoiseSchedule(),
+                           generator=torch.Generator().manual_seed(5))
+    assert x.abs().max() > 0.1
+    assert (ours - x).abs().max().item() <= TOL
