@@ -1,6 +1,11 @@
-"""Shared pieces of the benchmarks: full-size random models, timing of alternating pairs, FLOP counting."""
+"""Shared pieces of the benchmarks: full-size random models, timing of alternating pairs, FLOP counting, the pack
+inside a ComfyUI tree."""
+import importlib
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -128,3 +133,27 @@ def table(title, header, rows):
     print(f"\n{title}\n" + line(header) + "\n" + "  ".join("-" * w for w in widths))
     for row in rows:
         print(line(row))
+
+
+def pack_in_comfyui(comfyui, pack_name):
+    """This repository imported as the custom node pack ``pack_name`` of the ComfyUI tree ``comfyui`` on the CPU, as
+    ComfyUI imports it; returns ``module(name)``, the pack's module ``name`` (e.g. "nodes.sampler")."""
+    sys.path[:0] = [str(comfyui)]
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    custom_nodes = Path(tempfile.mkdtemp())
+    (custom_nodes / pack_name).symlink_to(Path(__file__).resolve().parents[1])
+    sys.path.insert(0, str(custom_nodes))
+    return lambda name: importlib.import_module(f"{pack_name}.{name}")
+
+
+def pack_model(module, unet):
+    """``unet`` as the pack's MODEL (core's ModelPatcher over the pack's T2VModel, fp32 compute)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    t2v_model = module("nodes.model").T2VModel(unet, module("t2v_core").NoiseSchedule(), torch.float32,
+                                                device=mm.get_torch_device())
+    return comfy.model_patcher.ModelPatcher(t2v_model, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())

@@ -55,29 +55,13 @@ def run_t2v_core(frames, size):
 def run_core(frames, size, comfyui, pack_name):
     """The pack's Sampler node (scheduler modelscope) on a MODEL patched by core's ContextWindowsManual: the path
     a ComfyUI user's workflow takes (the pack imported as ``pack_name``, as ComfyUI imports it)."""
-    sys.path[:0] = [str(comfyui)]
-    import comfy.cli_args
+    from bench.common import pack_in_comfyui, pack_model
 
-    comfy.cli_args.args.cpu = True
-    import importlib
-
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import torch
+    module = pack_in_comfyui(comfyui, pack_name)
     from comfy_extras.nodes_context_windows import ContextWindowsManualNode
 
-    custom_nodes = Path(tempfile.mkdtemp())
-    (custom_nodes / pack_name).symlink_to(REPO)
-    sys.path.insert(0, str(custom_nodes))
-    model_module = importlib.import_module(f"{pack_name}.nodes.model")
-    sampler_module = importlib.import_module(f"{pack_name}.nodes.sampler")
-    t2v_core = importlib.import_module(f"{pack_name}.t2v_core")
-    layers = importlib.import_module(f"{pack_name}.nodes.layers")
-
-    unet = load_unet(t2v_core, ops=layers.OPS)
-    model = comfy.model_patcher.ModelPatcher(
-        model_module.T2VModel(unet, t2v_core.NoiseSchedule(), torch.float32, device=mm.get_torch_device()),
-        load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    sampler_module, t2v_core = module("nodes.sampler"), module("t2v_core")
+    model = pack_model(module, load_unet(t2v_core, ops=module("nodes.layers").OPS))
     options = dict(context_length=WINDOW, context_overlap=OVERLAP, context_schedule="standard_static",
                    context_stride=1, closed_loop=False, fuse_method="overlap-linear", dim=2, freenoise=False,
                    causal_window_fix=False)

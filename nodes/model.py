@@ -16,6 +16,8 @@ import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.model_sampling
+import comfy.patcher_extension
 import comfy.supported_models_base
 import torch
 from torch import nn
@@ -55,9 +57,30 @@ class T2VModelConfig(comfy.supported_models_base.BASE):
                                   "linear_end": schedule.beta_end, "timesteps": schedule.num_train_timesteps}
 
 
+class LCMSampling(comfy.model_sampling.EPS, comfy.model_sampling.ModelSamplingDiscrete):
+    """The checkpoint's schedule with LCM's boundary condition on every estimate of the clean latents, as diffusers'
+    LCMScheduler applies it (t2v_core ``lcm_scalings``, MCM's timestep scaling 4.0, on the variance-preserving x_t)."""
+
+    def calculate_denoised(self, sigma, model_output, model_input):
+        denoised = super().calculate_denoised(sigma, model_output, model_input)
+        shape = sigma.shape[:1] + (1,) * (model_output.ndim - 1)
+        c_skip, c_out = t2v_core.lcm_scalings(self.timestep(sigma).to(model_output.dtype).view(shape))
+        return c_out * denoised + c_skip * t2v_core.variance_preserving(model_input, sigma.view(shape))
+
+
+def lcm_sampling(model):
+    """``model`` sampling with LCM's boundary condition, unless a model sampling node (core ModelSamplingDiscrete,
+    e.g. its lcm) already set one, which is kept."""
+    if "model_sampling" in model.object_patches:
+        return model
+    model = model.clone()
+    model.add_object_patch("model_sampling", LCMSampling(model.model.model_config))
+    return model
+
+
 class DiffusionModel(nn.Module):
-    """The ``diffusion_model`` interface core samplers call, over the t2v_core UNet, with the MODEL's block
-    patches (FreeU, FreeU_V2) applied."""
+    """The ``diffusion_model`` interface core samplers call, over the t2v_core UNet: inside core's DIFFUSION_MODEL
+    wrappers (EasyCache, ...) as core's UNets run them, with the MODEL's block patches (FreeU, FreeU_V2) applied."""
 
     def __init__(self, unet):
         super().__init__()
@@ -67,13 +90,26 @@ class DiffusionModel(nn.Module):
     def dtype(self):
         return self.unet.dtype
 
-    def forward(self, x, timesteps, context=None, transformer_options=None, t2v_frames=None, **kwargs):
+    def forward(self, x, timesteps, context=None, control=None, transformer_options=None, **kwargs):
+        if control is not None:
+            raise ValueError(f"positive/negative: {CONTROL_REFUSED}")
+        transformer_options = {} if transformer_options is None else transformer_options
+        wrappers = comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                            transformer_options)
+        return comfy.patcher_extension.WrapperExecutor.new_class_executor(self._forward, self, wrappers).execute(
+            x, timesteps, context, transformer_options, **kwargs)
+
+    def _forward(self, x, timesteps, context, transformer_options, t2v_frames=None, **kwargs):
         """``t2v_frames``: (frames, tokens): the first ``tokens`` of the context hold that many frames' tokens in a
         row (a prompt schedule; core's batching may have repeated them to a longer length)."""
         if t2v_frames is not None:
             frames, tokens = t2v_frames
             context = frame_contexts(context[:, :tokens], frames, x.shape[2])
-        return self.unet(x, timesteps, context, patches=block_patches(transformer_options or {}))
+        return self.unet(x, timesteps, context, patches=block_patches(transformer_options))
+
+
+CONTROL_REFUSED = ("the conditioning carries a ControlNet (Apply ControlNet), and no ControlNet exists for the "
+                   "ModelScope T2V UNet; remove the ControlNet node from the prompt's path.")
 
 
 def frame_contexts(context, frames, latent_frames, input_name="positive"):
@@ -164,15 +200,21 @@ class VAE:
         return self.pipe.encode(video, progress=progress, **(STRIPES if tiled else {})).to(mm.intermediate_device())
 
 
-class Checkpoint:
-    """The three outputs of one loaded checkpoint."""
+def model_patcher(pipe):
+    """The MODEL of a loaded pipeline: its UNet as a core model under a ModelPatcher."""
+    load_device = mm.get_torch_device()
+    return comfy.model_patcher.ModelPatcher(T2VModel(pipe.unet, pipe.schedule, pipe.dtype, device=load_device),
+                                            load_device=load_device, offload_device=mm.unet_offload_device())
 
-    def __init__(self, pipe):
-        load_device = mm.get_torch_device()
-        self.model = comfy.model_patcher.ModelPatcher(
-            T2VModel(pipe.unet, pipe.schedule, pipe.dtype, device=load_device),
-            load_device=load_device, offload_device=mm.unet_offload_device())
+
+class Checkpoint:
+    """The three outputs of one loaded checkpoint. ``settings``: ``load_checkpoint``'s arguments, which reload the
+    UNet for core's multi-GPU clones (``cached_patcher_init``)."""
+
+    def __init__(self, pipe, settings):
+        self.model = model_patcher(pipe)
         self.model.t2v_checkpoint = self
+        self.model.cached_patcher_init = (load_model, settings)
         self.clip = TextEncoder(pipe, self) if pipe.text_encoder is not None else None
         self.vae = VAE(pipe, self) if pipe.vae is not None else None
 
@@ -200,20 +242,32 @@ def modified(path):
     return max((os.path.getmtime(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files), default=0)
 
 
+def load_pipeline(path, dtype_name, vae_path, weight_dtype_name):
+    dtype, weight_dtype = compute_dtype(dtype_name), WEIGHT_DTYPES[weight_dtype_name]
+    pipe = t2v_core.load_pipeline(path, device=mm.unet_offload_device(), dtype=dtype, vae=vae_path, ops=OPS,
+                                  weight_dtype=weight_dtype)
+    log.info("Loaded %s (compute dtype %s, UNet weights %s)", path, dtype, pipe.unet.dtype)
+    return pipe
+
+
 def load_checkpoint(path, dtype_name="auto", vae_path=None, weight_dtype_name="default"):
     """Load ``path`` (any t2v_core layout), or return the copy already loaded with the same settings."""
-    dtype, weight_dtype = compute_dtype(dtype_name), WEIGHT_DTYPES[weight_dtype_name]
-    key = (os.path.realpath(path), modified(path), dtype, weight_dtype, vae_path and os.path.realpath(vae_path),
-           vae_path and modified(vae_path))
+    settings = (path, dtype_name, vae_path, weight_dtype_name)
+    key = (os.path.realpath(path), modified(path), compute_dtype(dtype_name), weight_dtype_name,
+           vae_path and os.path.realpath(vae_path), vae_path and modified(vae_path))
     with _lock:
         checkpoint = _loaded.get(key)
         if checkpoint is None:
-            pipe = t2v_core.load_pipeline(path, device=mm.unet_offload_device(), dtype=dtype, vae=vae_path, ops=OPS,
-                                          weight_dtype=weight_dtype)
-            checkpoint = Checkpoint(pipe)
+            checkpoint = Checkpoint(load_pipeline(*settings), settings)
             _loaded[key] = checkpoint
-            log.info("Loaded %s (compute dtype %s, UNet weights %s)", path, dtype, pipe.unet.dtype)
         return checkpoint
+
+
+def load_model(path, dtype_name, vae_path, weight_dtype_name, disable_dynamic=False):
+    """A MODEL freshly loaded from the checkpoint, with weights of its own: core's ``cached_patcher_init`` factory,
+    which multi-GPU clones and device selection reload a model with (``disable_dynamic``: core's flag for a plain
+    ModelPatcher, which this always is)."""
+    return model_patcher(load_pipeline(path, dtype_name, vae_path, weight_dtype_name))
 
 
 def require_t2v_model(model, input_name="model"):

@@ -4,6 +4,7 @@ with a host's interpreter and ComfyUI tree and read the JSON it prints.
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME model_system CHECKPOINT
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME prompt_syntax CHECKPOINT CLIP_FILE EMBEDDINGS
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME context_windows
+    python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME one_path CHECKPOINT
 
 model_system: a CPU-only server never loads a model partially. It loads CHECKPOINT through the pack's loader
 (ComfyUI's comfy.ops layers), gives a clone a LoRA through core's LoraLoaderModelOnly path (PEFT names for the
@@ -188,5 +189,46 @@ def context_windows():
     print(json.dumps(results))
 
 
-CHECKS = {"model_system": model_system, "prompt_syntax": prompt_syntax, "context_windows": context_windows}
+def one_path(checkpoint):
+    """The pack's sampler and core's sampling on CHECKPOINT's MODEL and on core's multi-GPU clone of it
+    (``deepclone_multigpu``, which reloads the model through the loader's ``cached_patcher_init``; None where the
+    host has no multi-GPU support), and what a ControlNet in the conditioning answers."""
+    import comfy.sample
+
+    sampler_node = importlib.import_module(f"{pack_name}.nodes.sampler").Sampler
+    loaded = model_module.load_checkpoint(checkpoint, "fp32")
+    noise = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    positive, negative = [[loaded.clip.encode("a red fox"), {}]], [[loaded.clip.encode(""), {}]]
+
+    def pack(model, conditioning=positive):
+        latent = {"samples": noise, "t2v_noise": True}
+        return sampler_node.execute(model, conditioning, negative, latent, 3, 9.0, "ddim", 1.0).result[0]["samples"]
+
+    def core(model):
+        return comfy.sample.sample(model, noise, 3, 9.0, "euler", "normal", positive, negative, torch.zeros_like(noise),
+                                   seed=0)
+
+    report = {"clone": None}
+    if hasattr(loaded.model, "deepclone_multigpu"):
+        clone = loaded.model.deepclone_multigpu()
+        weights = dict(loaded.model.model.named_parameters())
+        report["clone"] = {
+            "own_weights": all(p.data_ptr() != weights[n].data_ptr() for n, p in clone.model.named_parameters()),
+            "same_weights": all(torch.equal(p, weights[n]) for n, p in clone.model.named_parameters()),
+            "pack_diff": (pack(clone) - pack(loaded.model)).abs().max().item(),
+            "core_diff": (core(clone) - core(loaded.model)).abs().max().item()}
+    errors = {}
+    for name, run in (("sampler", lambda: pack(loaded.model, [[positive[0][0], {"control": object()}]])),
+                      ("unet", lambda: loaded.model.model.diffusion_model(noise, torch.tensor([500.0]),
+                                                                         positive[0][0], control={"output": []}))):
+        try:
+            run()
+        except ValueError as error:
+            errors[name] = str(error)
+    report["control_errors"] = errors
+    print(json.dumps(report))
+
+
+CHECKS = {"model_system": model_system, "prompt_syntax": prompt_syntax, "context_windows": context_windows,
+          "one_path": one_path}
 CHECKS[check](*check_args)

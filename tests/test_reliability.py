@@ -181,13 +181,6 @@ def test_image_latent_into_the_sampler(comfy):
     assert_still_serving(comfy)
 
 
-def test_zeros_latent_into_the_sampler(comfy):
-    prompt, _ = tiny_text_to_video()
-    nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo")[0]["inputs"]["fill"] = "zeros"
-    assert "latent: this latent is all zeros" in run_expecting_error(comfy, prompt)
-    assert_still_serving(comfy)
-
-
 def test_frames_of_a_size_the_vae_cannot_encode(comfy):
     prompt, _ = tiny_text_to_video()
     prompt["42"] = {"class_type": "ImageScale", "inputs": {"image": ["6", 0], "upscale_method": "nearest-exact",
