@@ -103,8 +103,9 @@ def _generate(args):
 def _batch(args):
     """Make what it can; prompts refused and videos not made are named at the end (exit status 2)."""
     defaults = {key: getattr(args, key) for key in SETTINGS}
-    checks = {**SETTINGS, "seeds": whole(1), "limit": optional(whole(1)), "seed_list": whole(*SEEDS)}
-    options = [*defaults.items(), ("seeds", args.seeds), ("limit", args.limit),
+    checks = {**SETTINGS, "seeds": whole(1), "limit": optional(whole(1)), "workers": optional(whole(1)),
+              "seed_list": whole(*SEEDS)}
+    options = [*defaults.items(), ("seeds", args.seeds), ("limit", args.limit), ("workers", args.workers),
                *(("seed_list", seed) for seed in args.seed_list or ())]
     for key, value in options:
         try:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .generate import generate
 from .samplers import SAMPLERS
 from .video import temporary_file, write_video
@@ -39,7 +41,7 @@ def whole(low, high=None):
 
 def _number(minimum):
     def check(value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:  # NaN too
             raise ValueError(f"a number of at least {minimum}, got {value!r}")
         return float(value)
     return check
@@ -234,7 +236,6 @@ class Worker:
     process or a Ray driver on another machine) writes the file."""
 
     def __init__(self, checkpoint, device=None, dtype="fp32", vae=None, threads=None):
-        import torch
 
         from .loading import load_pipeline
         from .pipeline import DTYPES
@@ -245,9 +246,13 @@ class Worker:
         self.pipe = load_pipeline(checkpoint, device=device, dtype=DTYPES[dtype], vae=vae)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
+    def ready(self):
+        """This worker's ``host:pid``, once its pipeline is loaded."""
+        return self.name
+
     def run(self, job):
         """``(file, result)``: result holds the video's bytes, or ``error`` for a video these settings cannot make
-        (too big for memory, a size the VAE cannot take); a crash is left to the caller (Ray retries it)."""
+        (too big for memory, a size the VAE cannot take); a crash is left to the caller (Ray reruns the job)."""
         start = time.perf_counter()
         s = job.settings
         try:
@@ -257,7 +262,7 @@ class Worker:
                              context_overlap=s["context_overlap"])
             data = encode_video(video, Path(job.file).suffix.lstrip("."), s["fps"],
                                 video_metadata(job.prompt, job.seed))
-        except ValueError as e:
+        except (ValueError, torch.cuda.OutOfMemoryError) as e:
             return job.file, {"error": str(e)}
         return job.file, {"data": data, "seconds": round(time.perf_counter() - start, 3), "worker": self.name}
 

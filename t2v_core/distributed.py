@@ -46,12 +46,17 @@ def ray_results(jobs, address, workers=None, **worker_options):
     count, options = worker_resources(ray, workers)
     remote = ray.remote(Worker).options(max_restarts=-1, max_task_retries=RETRIES, **options)
     threads = None if "num_gpus" in options else options["num_cpus"]
-    pool = ActorPool([remote.remote(threads=threads, **worker_options) for _ in range(count)])
+    actors = [remote.remote(threads=threads, **worker_options) for _ in range(count)]
     log.info("%d Ray workers (%s each) for %d videos", count, options, len(jobs))
+    try:
+        ray.get([actor.ready.remote() for actor in actors])
+    except ray.exceptions.RayError as e:  # the remote traceback's last line names the error (a missing checkpoint)
+        raise ValueError(f"the Ray workers could not load the pipeline: {str(e).strip().splitlines()[-1]}") from None
+    pool = ActorPool(actors)
     for job in jobs:
         pool.submit(lambda actor, job: actor.run.remote(job), job)
     while pool.has_next():
         try:
             yield pool.get_next_unordered()
-        except ray.exceptions.RayError as e:  # the job's worker died more often than RETRIES allows
-            log.error("a job failed on every try: %s", e)
+        except ray.exceptions.RayError as e:  # its worker died on every try, or raised (named at the end)
+            log.error("a video was not made: %s", e)

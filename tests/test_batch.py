@@ -114,6 +114,21 @@ def test_names_are_deterministic_and_never_clash():
     assert len(long.encode()) <= 180 and long != file_stem("x" * 301) and file_stem(".hidden\n") == "hidden_"
 
 
+@pytest.mark.parametrize("option, message", [
+    (["--seeds", "0"], "--seeds must be a whole number of at least 1, got 0"),
+    (["--seed-list", "1", "-2"], "--seed-list must be a whole number in 0-18446744073709551615, got -2"),
+    (["--frames", "5000"], "--frames must be a whole number in 1-4096, got 5000"),
+    (["--cfg", "nan"], "--cfg must be a number of at least 0, got nan"),
+])
+def test_bad_options_are_refused_before_anything_runs(option, message, tmp_path, capsys):
+    from t2v_core.__main__ import main
+
+    prompts = write_lines(tmp_path / "p.txt", ["a cat"])
+    assert main(["batch", "--checkpoint", "missing", "--prompts", str(prompts), "--out", str(tmp_path / "out"),
+                 *option]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}" and not (tmp_path / "out").exists()
+
+
 # --- One process ------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -243,3 +258,13 @@ def test_a_killed_ray_worker_s_videos_are_made_once_elsewhere(checkpoints, ray_a
     expected = [f"prompt number {i}-0.mp4" for i in range(count)]
     assert sorted(e["file"] for e in entries) == expected == videos(out)  # each once, in the folder and the manifest
     assert len({e["worker"] for e in entries}) == 3  # Ray restarted the killed worker as a new process
+
+
+def test_workers_that_cannot_load_the_checkpoint_are_named_once(ray_address, tmp_path):
+    prompts = write_lines(tmp_path / "p.txt", ["a cat", "a dog"])
+    result = batch("--checkpoint", str(tmp_path / "missing"), "--prompts", str(prompts), "--out", str(tmp_path / "out"),
+                   "--ray", ray_address, "--workers", "2")
+    assert result.returncode == 2
+    assert (f"error: the Ray workers could not load the pipeline: t2v_core.checkpoint.CheckpointError: "
+            f"{tmp_path / 'missing'}: no such file or folder") in result.stderr.splitlines()
+    assert videos(tmp_path / "out") == []
