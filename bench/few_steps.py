@@ -1,12 +1,13 @@
 """Few-step sampling and step caching on the full-size UNet, through the pack's Sampler node in ComfyUI.
 
-    .venv/bin/python bench/few_steps.py [--size 16] [--frames 16] [--comfyui build/ComfyUI-current]
+    .venv/bin/python bench/few_steps.py [--size 16] [--frames 16] [--ddim-steps 50] [--comfyui build/ComfyUI-current]
 
 - Time to one video: 4 lcm steps at cfg 1 (an MCM LoRA's setting) against the paper's 50 ddim steps at cfg 9 (cond
   and uncond each step), both on scheduler ``modelscope``, plus the VAE decode both need; the ratio of the two.
+  ``--ddim-steps N`` times N of the 50 steps (every step of the grid costs the same UNet call) and counts 50.
 - Core EasyCache and LazyCache on the MODEL (the pack's DIFFUSION_MODEL wrappers and core's predict-noise wrappers):
   speed-up of the sampler node and drift of the latents from the uncached run (max and mean abs difference, in
-  units of the uncached latents' standard deviation), 20 ddim steps at cfg 9.
+  units of the uncached latents' standard deviation), 10 ddim steps at cfg 9.
 
 Random full-size weights (fp16 file, fp32 compute) and random 1024-wide contexts: a trained UNet's outputs change
 more smoothly from step to step, so caches skip more steps on it; the skipping here is a lower bound. The sampling
@@ -21,6 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 0
+CACHE_STEPS = 10
 
 
 def sampler_runs(size, frames, comfyui, pack_name):
@@ -47,7 +49,7 @@ def sampler_runs(size, frames, comfyui, pack_name):
     return run, model
 
 
-def child(size, frames, comfyui, pack_name):
+def child(size, frames, ddim_steps, comfyui, pack_name):
     import logging
 
     run, model = sampler_runs(size, frames, comfyui, pack_name)
@@ -59,15 +61,15 @@ def child(size, frames, comfyui, pack_name):
         "emit": lambda self, record: skipped.append(record.getMessage()) if "skipped" in record.getMessage() else None})())
     run(model, 1, 1.0, "ddim")  # warm-up
     report = {}
-    for name, steps, cfg, sampler_name in (("lcm", 4, 1.0, "lcm"), ("ddim", 50, 9.0, "ddim")):
-        report[name] = {"seconds": run(model, steps, cfg, sampler_name)[0], "steps": steps, "cfg": cfg}
+    for name, steps, cfg, sampler_name in (("lcm", 4, 1.0, "lcm"), ("ddim", ddim_steps, 9.0, "ddim")):
+        report[name] = {"seconds": run(model, steps, cfg, sampler_name)[0] * (50 if name == "ddim" else steps) / steps}
         print(f"{name}: {report[name]['seconds']:.1f} s", file=sys.stderr, flush=True)
-    plain_seconds, plain = run(model, 20, 9.0, "ddim")
+    plain_seconds, plain = run(model, CACHE_STEPS, 9.0, "ddim")
     report["cache"] = {"plain": plain_seconds}
     for name, node in (("EasyCache", EasyCacheNode), ("LazyCache", LazyCacheNode)):
         cached_model = node.execute(model, reuse_threshold=0.2, start_percent=0.15, end_percent=0.95,
                                     verbose=False).result[0]
-        seconds, latents = run(cached_model, 20, 9.0, "ddim")
+        seconds, latents = run(cached_model, CACHE_STEPS, 9.0, "ddim")
         diff = (latents - plain).abs()
         report["cache"][name] = {"seconds": seconds, "max_drift": (diff.max() / plain.std()).item(),
                                  "mean_drift": (diff.mean() / plain.std()).item(),
@@ -96,12 +98,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=16, help="latent height and width (video: 8x)")
     parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--ddim-steps", type=int, default=50, help="ddim steps timed (counted as 50)")
     parser.add_argument("--comfyui", type=Path, default=REPO / "build" / "ComfyUI-current")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path[:0] = [str(REPO)]
     if args.child:
-        return child(args.size, args.frames, args.comfyui, args.child)
+        return child(args.size, args.frames, args.ddim_steps, args.comfyui, args.child)
     sys.path.insert(0, str(REPO / "tests"))
     import torch
     from comfyui import PACK_NAME, version_of
@@ -114,7 +117,7 @@ def main():
           f"{machine(argparse.Namespace(device='cpu'))}; ComfyUI {version_of(args.comfyui)}")
     print(f"full-size UNet (random weights, fp16 file, fp32 compute), {args.frames} frames of "
           f"{args.size * 8}x{args.size * 8} ({args.size}x{args.size} latents)", flush=True)
-    result = subprocess.run([python, __file__, "--size", str(args.size), "--frames", str(args.frames), "--comfyui",
+    result = subprocess.run([python, __file__, "--size", str(args.size), "--frames", str(args.frames), "--ddim-steps", str(args.ddim_steps), "--comfyui",
                              str(args.comfyui), "--child", PACK_NAME], stdout=subprocess.PIPE, text=True, cwd=REPO)
     if result.returncode != 0:
         raise SystemExit(f"the sampling process failed ({result.returncode})")
@@ -123,12 +126,12 @@ def main():
     lcm, ddim = (report[k]["seconds"] + decode for k in ("lcm", "ddim"))
     print(f"VAE decode of the video: {decode:.1f} s")
     print(f"one video, 4 lcm steps at cfg 1: {lcm:.1f} s ({report['lcm']['seconds']:.1f} s sampling); 50 ddim steps "
-          f"at cfg 9: {ddim:.1f} s ({report['ddim']['seconds']:.1f} s sampling); lcm / ddim = {lcm / ddim:.3f} "
-          f"({ddim / lcm:.1f}x faster)")
+          f"at cfg 9 ({args.ddim_steps} timed): {ddim:.1f} s ({report['ddim']['seconds']:.1f} s sampling); lcm / ddim "
+          f"= {lcm / ddim:.3f} ({ddim / lcm:.1f}x faster)")
     cache = report["cache"]
     for name in ("EasyCache", "LazyCache"):
         c = cache[name]
-        print(f"{name} (threshold 0.2, 15-95 %), 20 ddim steps at cfg 9: {c['seconds']:.1f} s against "
+        print(f"{name} (threshold 0.2, 15-95 %), {CACHE_STEPS} ddim steps at cfg 9: {c['seconds']:.1f} s against "
               f"{cache['plain']:.1f} s = {cache['plain'] / c['seconds']:.2f}x speed-up; drift max "
               f"{c['max_drift']:.3f}, mean {c['mean_drift']:.4f} (x the latents' std); core's log: {c['log']}")
 

@@ -59,13 +59,13 @@ class T2VModelConfig(comfy.supported_models_base.BASE):
 
 class LCMSampling(comfy.model_sampling.EPS, comfy.model_sampling.ModelSamplingDiscrete):
     """The checkpoint's schedule with LCM's boundary condition on every estimate of the clean latents, as diffusers'
-    LCMScheduler applies it (t2v_core ``lcm_scalings``, MCM's timestep scaling 4.0, on the variance-preserving x_t)."""
+    LCMScheduler applies it (t2v_core ``lcm_denoised``, MCM's timestep scaling 4.0, on the variance-preserving x_t)."""
 
     def calculate_denoised(self, sigma, model_output, model_input):
-        denoised = super().calculate_denoised(sigma, model_output, model_input)
+        x0 = super().calculate_denoised(sigma, model_output, model_input)
         shape = sigma.shape[:1] + (1,) * (model_output.ndim - 1)
-        c_skip, c_out = t2v_core.lcm_scalings(self.timestep(sigma).to(model_output.dtype).view(shape))
-        return c_out * denoised + c_skip * t2v_core.variance_preserving(model_input, sigma.view(shape))
+        return t2v_core.lcm_denoised(x0, t2v_core.variance_preserving(model_input, sigma.view(shape)),
+                                     self.timestep(sigma).to(model_output.dtype).view(shape))
 
 
 def lcm_sampling(model):
@@ -97,11 +97,12 @@ class DiffusionModel(nn.Module):
         wrappers = comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
                                                             transformer_options)
         return comfy.patcher_extension.WrapperExecutor.new_class_executor(self._forward, self, wrappers).execute(
-            x, timesteps, context, transformer_options, **kwargs)
+            x, timesteps, context, None, control, transformer_options, **kwargs)
 
-    def _forward(self, x, timesteps, context, transformer_options, t2v_frames=None, **kwargs):
-        """``t2v_frames``: (frames, tokens): the first ``tokens`` of the context hold that many frames' tokens in a
-        row (a prompt schedule; core's batching may have repeated them to a longer length)."""
+    def _forward(self, x, timesteps, context, y, control, transformer_options, t2v_frames=None, **kwargs):
+        """Core UNet's argument order, for wrappers that read it (``y``, ``control``: none for this model)."""
+        # t2v_frames: (frames, tokens): the first ``tokens`` of the context hold that many frames' tokens in a row
+        # (a prompt schedule; core's batching may have repeated them to a longer length).
         if t2v_frames is not None:
             frames, tokens = t2v_frames
             context = frame_contexts(context[:, :tokens], frames, x.shape[2])

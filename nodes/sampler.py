@@ -6,6 +6,8 @@ apply as under core KSampler. The scheduler picks the sigmas: ``modelscope`` is 
 (t2v_core's ``NoiseSchedule.reference_sigmas``; with ``ddim`` the original's and diffusers' frames, with ``lcm``
 diffusers' LCMScheduler), a core scheduler gives core KSampler's result for the same noise, sampler and seed.
 """
+import logging
+
 import comfy.model_management as mm
 import comfy.sample
 import comfy.samplers
@@ -29,9 +31,11 @@ SAMPLERS = list(comfy.samplers.KSampler.SAMPLERS)
 # and with eta > 0 Euler's ancestral step with the same eta; the others are core's samplers of the same name.
 REFERENCE_SAMPLERS = {"ddim": "euler", "euler": "euler", "euler_ancestral": "euler_ancestral", "dpmpp_2m": "dpmpp_2m",
                       "lcm": "lcm"}
-# Those that draw fresh noise each step: on the original's grid they draw it from a CPU generator seeded with
-# ``seed``, as t2v_core (and diffusers given that generator) do, so the video is the same on every device.
-STEP_NOISE = ("euler_ancestral", "lcm")
+# The reference samplers that draw fresh noise each step: on the original's grid they draw it from a CPU generator
+# seeded with ``seed``, after the start noise, as t2v_core and diffusers draw it, so the video is the same on every
+# device. Core's other samplers draw their own noise on the device, as under core KSampler.
+CPU_NOISE_SAMPLERS = ("euler_ancestral", "lcm")
+log = logging.getLogger(__name__)
 
 
 class ReferenceSampler(comfy.samplers.KSAMPLER):
@@ -41,26 +45,35 @@ class ReferenceSampler(comfy.samplers.KSAMPLER):
     latents on that scale, as the original does."""
 
     def __init__(self, sampler_function, extra_options, from_pure_noise):
-        super().__init__(sampler_function, extra_options)
+        super().__init__(sampler_function, extra_options)  # no random inpainting noise: core's ddim has it, euler not
         self.from_pure_noise = from_pure_noise
 
     def max_denoise(self, model_wrap, sigmas):
         return self.from_pure_noise or super().max_denoise(model_wrap, sigmas)
 
-    def sample(self, model_wrap, sigmas, *args, **kwargs):
-        return t2v_core.variance_preserving(super().sample(model_wrap, sigmas, *args, **kwargs), sigmas[-1])
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        samples = super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
+                                 disable_pbar)
+        if sigmas[-1] == 0:
+            return samples
+        samples = t2v_core.variance_preserving(samples, sigmas[-1])
+        if denoise_mask is not None:  # kept frames as given, not noised to the grid's end
+            samples = samples * denoise_mask + latent_image * (1 - denoise_mask)
+        return samples
 
 
-def reference_sampler(sampler_name, eta, noise_generator, shape, device, from_pure_noise):
-    """The core sampler object that walks the original's grid as ``sampler_name`` (see REFERENCE_SAMPLERS)."""
+def reference_sampler(sampler_name, eta, generator, shape, device, from_pure_noise):
+    """The core sampler object that walks the original's grid as ``sampler_name`` (see REFERENCE_SAMPLERS),
+    fresh noise drawn from ``generator``."""
     name = REFERENCE_SAMPLERS.get(sampler_name, sampler_name)
     options = {}
     if sampler_name == "ddim" and eta > 0:
         name, options = "euler_ancestral", {"eta": eta}
-    if name in STEP_NOISE:
-        options["noise_sampler"] = t2v_core.step_noise(sampler_name, shape, noise_generator, device)
-    core = comfy.samplers.ksampler(name, options)
-    return ReferenceSampler(core.sampler_function, core.extra_options, from_pure_noise)
+    if name in CPU_NOISE_SAMPLERS:
+        options["noise_sampler"] = t2v_core.step_noise(sampler_name, shape, generator, device)
+    core = comfy.samplers.sampler_object(name)
+    return ReferenceSampler(core.sampler_function, {**core.extra_options, **options}, from_pure_noise)
 
 
 def check_conditioning(conditioning, input_name, width):
@@ -76,13 +89,18 @@ def check_conditioning(conditioning, input_name, width):
                              f"Encode (not an image model's CLIP)")
 
 
-def start(latent, noise, seed):
-    """(noise, latent image, whether the noise was drawn from ``seed``) as core KSampler forms them: noise from
-    ``seed`` (or the ``noise`` input) and the LATENT's samples as the image it noises. The noise node's LATENT is
-    noise, never an image: unless a ``noise`` input replaces it, it is the noise itself, on an empty image (core
-    draws the same bits from the same seed)."""
+def start(latent, noise, denoise, generator):
+    """(noise, latent image) as core KSampler forms them: noise drawn from ``generator`` (seeded with the sampler's
+    seed: core's bits for that seed, ``batch_index`` honoured) and the LATENT's samples as the image it noises. The
+    noise node's LATENT is noise, never an image: it is the noise itself, on an empty image. A ``noise`` input
+    replaces the noise. The draw is always made, so fresh noise the sampler draws later follows it in the seed's
+    stream (as in t2v_core and diffusers) and never repeats it."""
     samples = video_latents(latent, "latent")
+    drawn = comfy.sample.prepare_noise_inner(samples, generator, latent.get("batch_index"))
     is_noise = bool(latent.get("t2v_noise"))
+    if is_noise and denoise < 1.0:
+        raise ValueError(f"latent: the noise video is noise, not a video to change at denoise {denoise}; give the "
+                         f"sampler a VAE-encoded video (ModelScope T2V VAE Encode), or set denoise to 1.0.")
     image = torch.zeros_like(samples) if is_noise else samples
     if noise is not None:
         noise_samples = video_latents(noise, "noise")
@@ -90,19 +108,19 @@ def start(latent, noise, seed):
             raise ValueError(f"noise: shape {list(noise_samples.shape)} (frames {noise_samples.shape[2]}) does not match "
                              f"latent {list(samples.shape)} (frames {samples.shape[2]}); make both with the same width, "
                              f"height, length and batch size.")
-        return noise_samples, image, False
-    if is_noise:
-        return samples, image, False
-    return comfy.sample.prepare_noise(samples, seed, latent.get("batch_index")), image, True
+        return noise_samples, image
+    return (samples if is_noise else drawn), image
 
 
 def check_memory(t2v, model, shape, cfg):
-    """Refuse a run whose UNet calls cannot fit, before anything is allocated (context windows: one window)."""
+    """Refuse a run whose UNet calls cannot fit (context windows: one window's), after ComfyUI has made room for it
+    as it would for sampling; nothing of the run is allocated yet."""
     batch, _, frames, height, width = shape
     window = getattr(model.model_options.get("context_handler"), "context_length", None)
     run_frames = min(frames, window) if isinstance(window, int) else frames
     needed = t2v_core.sampling_bytes(t2v.diffusion_model.unet.config, batch * (1 if cfg == 1.0 else 2), run_frames,
                                      height, width, t2v.compute_dtype)
+    mm.load_models_gpu([model], memory_required=needed)
     try:
         t2v_core.check_fits(needed, model.load_device, f"Sampling {frames} frames of {width}x{height} latents")
     except t2v_core.NotEnoughMemory as error:
@@ -181,7 +199,8 @@ class Sampler(io.ComfyNode):
                                         "drawn from seed; its shape must match latent."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, optional=True, control_after_generate=True,
                              tooltip="Seed of the noise when the latent is not the noise video, and of the fresh "
-                                     "noise of ancestral samplers, lcm and eta."),
+                                     "noise samplers add each step (on scheduler modelscope, euler_ancestral, lcm and "
+                                     "ddim's eta draw it on the CPU, the same on every device)."),
                 io.Float.Input("eta", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
                                tooltip="ddim with scheduler modelscope only: 0 is deterministic (the original), 1 "
                                        "adds DDPM-like noise each step (Euler's ancestral step with this eta)."),
@@ -206,16 +225,17 @@ class Sampler(io.ComfyNode):
         check_conditioning(negative, "negative", width)
         check_context_windows(model)
         check_noise_mask(latent)
-        noise_samples, image, drawn = start(latent, noise, seed)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        noise_samples, image = start(latent, noise, denoise, generator)
         check_memory(t2v, model, noise_samples.shape, cfg)
+        if eta > 0 and (sampler_name, scheduler) != ("ddim", REFERENCE):
+            log.warning("ModelScope T2V Sampler: eta %.2f is used by ddim on scheduler %s only; %s on %s ignores it.",
+                        eta, REFERENCE, sampler_name, scheduler)
         if scheduler == REFERENCE:
             try:
                 sigmas = t2v.schedule.reference_sigmas(sampler_name, steps, denoise)
             except ValueError as error:
                 raise ValueError(f"steps: {error}") from error
-            generator = torch.Generator("cpu").manual_seed(seed)
-            if drawn:  # the step noise follows the start noise in the seed's stream, as in t2v_core's samplers
-                torch.randn(noise_samples.shape, generator=generator)
             sampler = reference_sampler(sampler_name, eta, generator, noise_samples.shape, model.load_device,
                                         from_pure_noise=denoise == 1.0)
             if sampler_name == "lcm":

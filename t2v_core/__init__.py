@@ -9,13 +9,13 @@ from .pipeline import DTYPES, MissingComponent, Pipeline
 from .preview import latent_strip
 from .prompts import ScheduleError, encode_prompt_schedule, interpolate_contexts, parse_prompt_schedule
 from .samplers import SAMPLERS, step_noise
-from .schedule import NoiseSchedule, lcm_scalings, variance_preserving
+from .schedule import NoiseSchedule, lcm_denoised, variance_preserving
 from .video import temporary_file, to_uint8, write_video
 
 __all__ = ["BlockPatches", "CheckpointError", "DTYPES", "FOLDER_MARKERS", "LoraError", "MissingComponent",
            "NoiseSchedule", "NotEnoughMemory", "PICKLE_SUFFIXES", "Pipeline", "SAMPLERS", "ScheduleError",
            "apply_lora", "check_fits", "detect_format", "encode_prompt_schedule", "freeu", "generate",
-           "initial_noise", "interpolate_contexts", "latent_strip", "lcm_scalings", "load_pipeline", "load_unet",
+           "initial_noise", "interpolate_contexts", "latent_strip", "lcm_denoised", "load_pipeline", "load_unet",
            "load_vae",
            "match_lora", "parse_prompt_schedule", "read_lora", "sample", "sampling_bytes", "save_single_file",
            "step_noise", "temporary_file", "to_uint8", "variance_preserving", "write_video"]

@@ -3,7 +3,7 @@
     latents = sample_x(model, x, timesteps, schedule, *, generator=None, callback=None, eta=...)
 
 ``model(x, t)`` returns the predicted noise for the noisy latents ``x`` at the integer timestep ``t``; ``x`` is
-noised to ``timesteps[0]`` on the variance-preserving scale; ``timesteps`` is ``NoiseSchedule.timesteps(...)``.
+noised to ``timesteps[0]`` on the variance-preserving scale; ``timesteps`` is ``NoiseSchedule.grid(sampler, ...)``.
 After each step ``callback({"i", "total", "t", "x", "denoised"})`` is called: it can report progress, show a
 preview of ``denoised`` (the current estimate of the clean latents), or raise to cancel the run.
 Random draws (ancestral noise, DDIM with eta > 0, LCM's re-noising) come from ``generator`` on the CPU; ``step_noise``
@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .schedule import lcm_scalings
+from .schedule import lcm_denoised
 
 
 def _noise_like(x, generator):
@@ -124,8 +124,7 @@ def sample_lcm(model, x, timesteps, schedule, *, generator=None, callback=None, 
         t, t_next = timesteps[i], timesteps[i + 1]
         a = alphas[t].item()
         eps = model(x, t)
-        c_skip, c_out = lcm_scalings(float(t), timestep_scaling)
-        denoised = c_out * (x - math.sqrt(1 - a) * eps) / math.sqrt(a) + c_skip * x
+        denoised = lcm_denoised((x - math.sqrt(1 - a) * eps) / math.sqrt(a), x, float(t), timestep_scaling)
         if i < total - 1:
             a_next = alphas[t_next].item()
             x = math.sqrt(a_next) * denoised + math.sqrt(1 - a_next) * _frame_noise_like(denoised, generator)

@@ -39,8 +39,9 @@ class NoiseSchedule:
     def lcm_timesteps(self, steps, denoise=1.0, origin_steps=50):
         """LCM's grid (Luo et al. 2023; diffusers' ``LCMScheduler``): ``steps`` evenly spaced entries of the
         ``origin_steps``-step grid [999, 979, ..., 19] the consistency model was distilled on, then a final 0 that
-        stands for the clean latents: [999, 759, 499, 259, 0] for 4 steps. ``denoise`` < 1 keeps the last
-        ``int(steps * denoise)`` steps, as ``timesteps`` does."""
+        stands for the clean latents: [999, 759, 499, 259, 0] for 4 steps, diffusers' at denoise 1.0. ``denoise``
+        < 1 keeps the last ``int(steps * denoise)`` steps, as ``timesteps`` does (diffusers' img2img ``strength``
+        spaces a shorter grid instead)."""
         n = self.num_train_timesteps
         if not 1 <= steps <= origin_steps:
             raise ValueError(f"steps must be between 1 and {origin_steps} for LCM, got {steps}")
@@ -57,8 +58,8 @@ class NoiseSchedule:
         return self.lcm_timesteps(steps, denoise) if sampler == "lcm" else self.timesteps(steps, denoise)
 
     def reference_sigmas(self, sampler, steps, denoise=1.0):
-        """``grid`` as float32 sigmas, ``steps`` + 1 of them. "ddim" ends at alpha_bar[0], where the original
-        stops; the others end at sigma 0, the clean latents."""
+        """``grid`` as float32 sigmas, one more than the steps kept. "ddim" ends at alpha_bar[0], where the
+        original stops; the others end at sigma 0, the clean latents."""
         sigmas = self.sigmas(self.grid(sampler, steps, denoise))
         if sampler != "ddim":
             sigmas[-1] = 0.0
@@ -81,9 +82,11 @@ def variance_preserving(latents, sigma):
     return latents / (1 + sigma ** 2) ** 0.5
 
 
-def lcm_scalings(timesteps, timestep_scaling=4.0, sigma_data=0.5):
-    """LCM's boundary condition (Luo et al. 2023, eq. 9; diffusers' ``LCMScheduler``): (c_skip, c_out) at
-    ``timesteps``, with which a consistency step is c_out * x0 + c_skip * x_t (x_t on the variance-preserving scale).
-    4.0 is the scaling MCM's LoRAs were distilled with (core ComfyUI's LCM uses 10)."""
+def lcm_denoised(x0, latents, timesteps, timestep_scaling=4.0, sigma_data=0.5):
+    """LCM's boundary condition (Luo et al. 2023, eq. 9; diffusers' ``LCMScheduler``): the consistency estimate
+    c_out * x0 + c_skip * x_t from the model's estimate ``x0`` and the ``latents`` x_t (variance-preserving scale) at
+    ``timesteps``. 4.0 is the scaling MCM's LoRAs were distilled with (core ComfyUI's LCM uses 10)."""
     scaled = timesteps * timestep_scaling
-    return sigma_data ** 2 / (scaled ** 2 + sigma_data ** 2), scaled / (scaled ** 2 + sigma_data ** 2) ** 0.5
+    c_skip = sigma_data ** 2 / (scaled ** 2 + sigma_data ** 2)
+    c_out = scaled / (scaled ** 2 + sigma_data ** 2) ** 0.5
+    return c_out * x0 + c_skip * latents

@@ -192,10 +192,12 @@ def context_windows():
 def one_path(checkpoint):
     """The pack's sampler and core's sampling on CHECKPOINT's MODEL and on core's multi-GPU clone of it
     (``deepclone_multigpu``, which reloads the model through the loader's ``cached_patcher_init``; None where the
-    host has no multi-GPU support), and what a ControlNet in the conditioning answers."""
+    host has no multi-GPU support), what a ControlNet in the conditioning answers, and which core samplers fail
+    on the original's grid."""
     import comfy.sample
 
-    sampler_node = importlib.import_module(f"{pack_name}.nodes.sampler").Sampler
+    sampler_node_module = importlib.import_module(f"{pack_name}.nodes.sampler")
+    sampler_node = sampler_node_module.Sampler
     loaded = model_module.load_checkpoint(checkpoint, "fp32")
     noise = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(3))
     positive, negative = [[loaded.clip.encode("a red fox"), {}]], [[loaded.clip.encode(""), {}]]
@@ -208,7 +210,15 @@ def one_path(checkpoint):
         return comfy.sample.sample(model, noise, 3, 9.0, "euler", "normal", positive, negative, torch.zeros_like(noise),
                                    seed=0)
 
-    report = {"clone": None}
+    failed = {}
+    for name in sampler_node_module.SAMPLERS:
+        latent = {"samples": noise, "t2v_noise": True}
+        try:
+            out = sampler_node.execute(loaded.model, positive, negative, latent, 2, 9.0, name, 1.0).result[0]["samples"]
+            assert torch.isfinite(out).all(), "non-finite latents"
+        except Exception as error:  # noqa: BLE001 (every failure is reported by name)
+            failed[name] = f"{type(error).__name__}: {error}"
+    report = {"clone": None, "samplers_run": len(sampler_node_module.SAMPLERS), "samplers_failed": failed}
     if hasattr(loaded.model, "deepclone_multigpu"):
         clone = loaded.model.deepclone_multigpu()
         weights = dict(loaded.model.model.named_parameters())

@@ -50,9 +50,10 @@ def mcm_adapter(checkpoints, tmp_path_factory):
     return folder
 
 
-def lcm_reference(checkpoints, adapter, prompt, noise, seed, steps):
-    """diffusers' TextToVideoSDPipeline with the adapter merged by PEFT and MCM's scheduler, given the noise video
-    as ``latents`` and a CPU generator seeded with ``seed``: [F, H, W, 3] in 0..1."""
+def lcm_reference(checkpoints, adapter, prompt, seed, steps):
+    """diffusers' TextToVideoSDPipeline with the adapter merged by PEFT and MCM's scheduler, called as MCM's demo
+    calls it, with a CPU generator seeded with ``seed`` (the noise video of that seed, then each step's noise):
+    [F, H, W, 3] in 0..1."""
     from diffusers import LCMScheduler, TextToVideoSDPipeline
     from peft import PeftModel
 
@@ -61,7 +62,7 @@ def lcm_reference(checkpoints, adapter, prompt, noise, seed, steps):
     pipe.unet = PeftModel.from_pretrained(pipe.unet, adapter).merge_and_unload()
     pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, timestep_scaling=4.0)
     return pipe(prompt, num_frames=LENGTH, height=HEIGHT, width=WIDTH, num_inference_steps=steps, guidance_scale=1.0,
-                latents=noise, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").frames[0]
+                generator=torch.Generator("cpu").manual_seed(seed), output_type="np").frames[0]
 
 
 def positive_text(prompt):
@@ -69,7 +70,7 @@ def positive_text(prompt):
 
 
 @pytest.mark.parametrize("steps", [4, 1])
-def test_mcm_lora_with_lcm_equals_diffusers_lcm_scheduler(comfy, mcm_adapter, checkpoints, steps):
+def test_mcm_lora_with_lcm_equals_diffusers_lcm_scheduler(comfy, mcm_adapter, checkpoints, steps, record_property):
     """The shipped fast workflow: core LoraLoaderModelOnly with the adapter file, then the pack's sampler (lcm,
     modelscope, cfg 1), against diffusers with the same adapter: within 2/255 (frames are 8-bit PNGs)."""
     shutil.copy(mcm_adapter / "adapter_model.safetensors", comfy.base / "models" / "loras" / "mcm_tiny.safetensors")
@@ -82,8 +83,8 @@ def test_mcm_lora_with_lcm_equals_diffusers_lcm_scheduler(comfy, mcm_adapter, ch
     assert {k: prompt[SAMPLER]["inputs"][k] for k in ("sampler_name", "scheduler", "cfg")} == \
         {"sampler_name": "lcm", "scheduler": "modelscope", "cfg": 1.0}
     ours = frames(comfy, prompt)
-    noise, _ = t2v_core.initial_noise(seed, LENGTH, HEIGHT, WIDTH, 8)
-    expected = lcm_reference(checkpoints, mcm_adapter, positive_text(prompt), noise, seed, steps) * 255
+    expected = lcm_reference(checkpoints, mcm_adapter, positive_text(prompt), seed, steps) * 255
+    record_property("max_abs_diff_in_255ths", float(np.abs(ours - expected).max()))
     assert np.abs(ours - expected).max() <= 2, np.abs(ours - expected).max()
     assert "keys matched" not in comfy.log_text()  # every key of the adapter found its layer
     prompt[SAMPLER]["inputs"]["model"] = lora["inputs"]["model"]
@@ -92,20 +93,19 @@ def test_mcm_lora_with_lcm_equals_diffusers_lcm_scheduler(comfy, mcm_adapter, ch
 
 @pytest.mark.parametrize("sampler_name, cfg", [("euler", 9.0), ("euler_ancestral", 9.0), ("dpmpp_2m", 9.0),
                                                ("lcm", 1.0)])
-def test_t2v_core_samplers_give_the_nodes_frames(comfy, sampler_name, cfg):
-    """t2v_core's standalone samplers (the CLI's) and the node's sampling through ComfyUI give the same frames on the
-    original's grid, ancestral and LCM noise included (a CPU generator seeded with the sampler's seed); ddim is
-    held to generate in test_comfyui_nodes. Within one 8-bit step and one more for the host's rounding."""
+def test_generate_gives_the_nodes_frames(comfy, sampler_name, cfg):
+    """t2v_core.generate (the CLI's sampling, t2v_core's own samplers) and the node's sampling through ComfyUI give
+    the same frames on the original's grid for the same seed, fresh noise included (a CPU generator seeded with the
+    seed: the noise video, then each step's noise); ddim is held to generate in test_comfyui_nodes. Within one 8-bit
+    step and one more for the host's rounding."""
     prompt, seed = tiny_text_to_video(width=WIDTH, height=HEIGHT, length=LENGTH, steps=3)
     prompt[SAMPLER]["inputs"].update(sampler_name=sampler_name, scheduler="modelscope", cfg=cfg, seed=seed)
     ours = frames(comfy, prompt)
     pipe = t2v_core.load_pipeline(comfy.base / "models" / "text2video" / "tiny-t2v")
     negative = prompt[prompt[SAMPLER]["inputs"]["negative"][0]]["inputs"]["text"]
-    noise, _ = t2v_core.initial_noise(seed, LENGTH, HEIGHT, WIDTH, 8)
-    latents = t2v_core.sample(pipe.unet, pipe.schedule, noise, pipe.encode_prompt([negative, positive_text(prompt)]),
-                              steps=3, guidance_scale=cfg, sampler=sampler_name,
-                              generator=torch.Generator().manual_seed(seed))
-    expected = t2v_core.to_uint8(pipe.decode(latents)[0]).astype(np.float32)
+    video = t2v_core.generate(pipe, positive_text(prompt), negative_prompt=negative, num_frames=LENGTH, height=HEIGHT,
+                              width=WIDTH, steps=3, guidance_scale=cfg, seed=seed, sampler=sampler_name)
+    expected = t2v_core.to_uint8(video).astype(np.float32)
     assert ours.std() > 2
     assert np.abs(ours - expected).max() <= 2, np.abs(ours - expected).max()
 
@@ -122,7 +122,7 @@ def skipped_steps(comfy):
     return [int(n) for n in re.findall(r"EasyCache - skipped (\d+)/\d+ steps", comfy.log_text())]
 
 
-def test_easycache_takes_effect_as_under_core_ksampler(comfy):
+def test_easycache_takes_effect_as_under_core_ksampler(comfy, record_property):
     """Core EasyCache wraps the diffusion model (DIFFUSION_MODEL wrappers): it skips steps under the pack's sampler,
     and the frames equal core KSampler's with the same EasyCache (same noise, sampler, scheduler and seed)."""
     seed = 77
@@ -136,8 +136,18 @@ def test_easycache_takes_effect_as_under_core_ksampler(comfy):
                                  name="text_to_video_ksampler_api.json")
     core["5"]["inputs"].update(sampler_name="euler", scheduler="normal", seed=seed)
     core_cached = frames(comfy, easycache(core, "5"))
+    record_property("skipped_steps", skipped_steps(comfy)[before])
     assert np.abs(cached - plain).max() > 2
     assert np.abs(cached - core_cached).max() <= 2, np.abs(cached - core_cached).max()
+
+
+def test_the_noise_video_below_denoise_1_is_refused(comfy):
+    prompt, _ = tiny_text_to_video(width=WIDTH, height=HEIGHT, length=LENGTH, steps=3)
+    prompt[SAMPLER]["inputs"]["denoise"] = 0.5
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "error"
+    message = next(data["exception_message"] for kind, data in entry["status"]["messages"] if kind == "execution_error")
+    assert message.startswith("latent: the noise video is noise, not a video to change at denoise 0.5")
 
 
 def test_a_latent_that_is_not_the_noise_video_is_noised_from_seed(comfy):
@@ -155,8 +165,10 @@ def test_a_latent_that_is_not_the_noise_video_is_noised_from_seed(comfy):
 def test_multi_gpu_clone_gives_the_same_frames_and_control_is_refused(comfy):
     """Core's multi-GPU clone reloads the MODEL through the loader's cached_patcher_init: weights of its own, equal
     to the original's, and the same latents under the pack's sampler and core's sampling (CPU: no second device
-    here, the clone is what each extra GPU would get). A ControlNet in the conditioning is refused, never dropped."""
+    here, the clone is what each extra GPU would get). A ControlNet in the conditioning is refused, never dropped.
+    Every core sampler runs on the original's grid."""
     report = comfy.in_process("one_path", comfy.base / "models" / "text2video" / "tiny-t2v")
+    assert report["samplers_failed"] == {} and report["samplers_run"] > 30
     if comfy.host.version.startswith("0.3."):
         assert report["clone"] is None  # ComfyUI 0.3.75 has no multi-GPU clones
     else:
