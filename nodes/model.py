@@ -200,16 +200,16 @@ def modified(path):
     return max((os.path.getmtime(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files), default=0)
 
 
-def load_checkpoint(path, dtype_name="auto", vae_path=None, weight_dtype_name="default"):
+def load_checkpoint(path, dtype_name="auto", vae_path=None, weight_dtype_name="default", text_encoder_path=None):
     """Load ``path`` (any t2v_core layout), or return the copy already loaded with the same settings."""
     dtype, weight_dtype = compute_dtype(dtype_name), WEIGHT_DTYPES[weight_dtype_name]
-    key = (os.path.realpath(path), modified(path), dtype, weight_dtype, vae_path and os.path.realpath(vae_path),
-           vae_path and modified(vae_path))
+    key = (os.path.realpath(path), modified(path), dtype, weight_dtype,
+           *(extra and (os.path.realpath(extra), modified(extra)) for extra in (vae_path, text_encoder_path)))
     with _lock:
         checkpoint = _loaded.get(key)
         if checkpoint is None:
             pipe = t2v_core.load_pipeline(path, device=mm.unet_offload_device(), dtype=dtype, vae=vae_path, ops=OPS,
-                                          weight_dtype=weight_dtype)
+                                          weight_dtype=weight_dtype, text_encoder=text_encoder_path)
             checkpoint = Checkpoint(pipe)
             _loaded[key] = checkpoint
             log.info("Loaded %s (compute dtype %s, UNet weights %s)", path, dtype, pipe.unet.dtype)
