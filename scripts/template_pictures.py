@@ -2,7 +2,9 @@
 ComfyUI canvas, fitted to the frame.
 
 Usage: .venv/bin/python scripts/template_pictures.py http://127.0.0.1:8188 [NAME ...]
-(a running ComfyUI with this pack installed, and Debian's chromium). Without names every workflow is drawn.
+(a running ComfyUI with this pack installed, and Debian's chromium). Without names every workflow is drawn. Give
+that ComfyUI the model files the workflows name (empty files do) and their input files (a picture and a short
+video), so that no node is marked missing and the load nodes show a preview.
 """
 import io
 import json
@@ -58,6 +60,8 @@ def as_jpeg(png):
 def draw(page, workflow):
     page.evaluate("async (wf) => { await app.loadGraphData(wf); }", json.loads(workflow.read_text()))
     page.keyboard.press("Escape")  # a missing-model dialog: the picture shows the graph
+    page.evaluate(FIT)
+    page.wait_for_timeout(1500)  # previews load and nodes take their drawn sizes; then fit again
     box = page.evaluate(FIT)
     page.wait_for_timeout(700)
     return as_jpeg(page.screenshot(clip=box))
@@ -72,6 +76,8 @@ def main(url, names):
         page.goto(url)
         page.wait_for_function("window.app && window.app.graph && window.app.extensionManager?.workflow?.activeWorkflow",
                                timeout=60000)
+        page.evaluate("async () => { try { await app.extensionManager.setting.set('Comfy.RightSidePanel.IsOpen', false); "
+                      "} catch (e) {} }")  # frontends from 1.4x remember an open side panel, which would cover the graph
         for workflow in workflows:
             picture = workflow.with_suffix(".jpg")
             picture.write_bytes(draw(page, workflow))
