@@ -2,6 +2,7 @@
 bundles, and on current ComfyUI also the newest frontend, in the classic canvas and in "Nodes 2.0"."""
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -172,18 +173,21 @@ def test_opening_text_to_video_without_weights_offers_the_downloads(page, comfy)
     download), as the workflow's ``models`` declares them."""
     open_app(page, comfy)
     open_template(page, "text_to_video")
-    details = page.get_by_role("button", name="View details")  # frontends from 1.4x: a toast opens the issues tab
-    if details.count():
-        details.first.click()
     models = load_ui("text_to_video.json")["models"]
     assert {m["directory"] for m in models} == {"text2video", "text_encoders", "vae"}
-    for model in models:
-        row = page.get_by_text(model["name"], exact=True).first
+    # frontend 1.32 opens a dialog that writes "folder / name"; later ones a toast whose details (the issues tab)
+    # give the name with its folder on the row
+    rows = [page.get_by_text(re.compile(rf"^(\S+ / )?{re.escape(model['name'])}$")).first for model in models]
+    details = page.get_by_role("button", name="View details").first
+    rows[0].or_(details).first.wait_for(timeout=30000)
+    if details.is_visible():
+        details.click()
+    for model, row in zip(models, rows):
         row.wait_for(timeout=30000)
-        # the name's row (its nearest enclosing element with a line that names a folder) names its own folder
         folders = page.evaluate("""([row, folders]) => {
             for (let e = row; e && e !== document.body; e = e.parentElement) {
-                const found = e.innerText.split("\\n").map(line => line.trim()).filter(l => folders.includes(l));
+                const lines = e.innerText.split("\\n").map(line => line.trim().split(" / ")[0]);
+                const found = lines.filter(line => folders.includes(line));
                 if (found.length) return found;
             }
             return [];
