@@ -8,7 +8,12 @@ from .types import T2VClip, T2VVae
 from .validation import check_choices
 
 CATEGORY = "ModelScope T2V"
-NO_VAE = "from checkpoint"
+NO_VAE = NO_TEXT_ENCODER = "from checkpoint"
+TEXT_ENCODERS = "text_encoders"
+
+
+def text_encoder_options():
+    return [NO_TEXT_ENCODER, *paths.weight_files(TEXT_ENCODERS)]
 
 
 class CheckpointLoader(io.ComfyNode):
@@ -19,11 +24,15 @@ class CheckpointLoader(io.ComfyNode):
             display_name="ModelScope Text-to-Video Checkpoint Loader (zeroscope)",
             category=CATEGORY,
             description="Loads a ModelScope text-to-video checkpoint (text-to-video-ms-1.7b, zeroscope v2) from "
-                        "models/text2video: an original ModelScope folder, a diffusers folder or a single file.",
+                        "models/text2video: an original ModelScope folder, a diffusers folder or a single file; or "
+                        "the published files one by one (UNet, text encoder in text_encoder_name, VAE in vae_name).",
             inputs=[
                 io.Combo.Input("ckpt_name", options=paths.checkpoint_names(),
                                tooltip="A checkpoint folder (original ModelScope or diffusers layout, listed by folder "
-                                       "name) or a single .safetensors/.pth file in models/text2video."),
+                                       "name) or a single .safetensors/.pth file in models/text2video; or a UNet file "
+                                       "alone (unet/diffusion_pytorch_model.fp16.safetensors, "
+                                       "text2video_pytorch_model.pth, under any name), also from "
+                                       "models/diffusion_models."),
                 io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto", optional=True,
                                tooltip="Compute precision. auto: fp16 or bf16 on GPUs, fp32 on CPU. 16-bit weight files "
                                        "stay 16-bit in memory either way."),
@@ -35,6 +44,11 @@ class CheckpointLoader(io.ComfyNode):
                                tooltip="How the UNet's weights are stored. default: as the file has them. fp8_e4m3fn / "
                                        "fp8_e5m2: 8-bit matrices, about half the memory of fp16, computed in the "
                                        "compute dtype one layer at a time (slightly different videos)."),
+                io.Combo.Input("text_encoder_name", options=text_encoder_options(), default=NO_TEXT_ENCODER,
+                               optional=True,
+                               tooltip="A separate text encoder from models/text_encoders, for a UNet file alone: "
+                                       "text_encoder/model.fp16.safetensors (diffusers) or open_clip_pytorch_model.bin "
+                                       "(original), under any name."),
             ],
             outputs=[
                 io.Model.Output(tooltip="The spatio-temporal UNet."),
@@ -44,19 +58,25 @@ class CheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, ckpt_name, dtype="auto", vae_name=NO_VAE, weight_dtype="default"):
+    def validate_inputs(cls, ckpt_name, dtype="auto", vae_name=NO_VAE, weight_dtype="default",
+                        text_encoder_name=NO_TEXT_ENCODER):
         return check_choices(ckpt_name=(ckpt_name, paths.checkpoint_names()), dtype=(dtype, ["auto", *DTYPES]),
                              vae_name=(vae_name, [NO_VAE, *folder_paths.get_filename_list("vae")]),
-                             weight_dtype=(weight_dtype, list(WEIGHT_DTYPES)))
+                             weight_dtype=(weight_dtype, list(WEIGHT_DTYPES)),
+                             text_encoder_name=(text_encoder_name, text_encoder_options()))
 
     @classmethod
-    def execute(cls, ckpt_name, dtype="auto", vae_name=NO_VAE, weight_dtype="default") -> io.NodeOutput:
+    def execute(cls, ckpt_name, dtype="auto", vae_name=NO_VAE, weight_dtype="default",
+                text_encoder_name=NO_TEXT_ENCODER) -> io.NodeOutput:
         vae_path = None if vae_name == NO_VAE else folder_paths.get_full_path_or_raise("vae", vae_name)
-        checkpoint = load_checkpoint(paths.resolve(ckpt_name), dtype, vae_path, weight_dtype)
+        text_path = (None if text_encoder_name == NO_TEXT_ENCODER
+                     else folder_paths.get_full_path_or_raise(TEXT_ENCODERS, text_encoder_name))
+        checkpoint = load_checkpoint(paths.resolve(ckpt_name), dtype, vae_path, weight_dtype, text_path)
         if checkpoint.vae is None:
             raise ValueError(f"ckpt_name: {ckpt_name} has no VAE; choose one in vae_name (an SD-2.x VAE in models/vae, "
                              f"e.g. VQGAN_autoencoder.pth from the ModelScope files)")
         if checkpoint.clip is None:
-            raise ValueError(f"ckpt_name: {ckpt_name} has no text encoder (a UNet-only file); use a checkpoint folder "
-                             f"with open_clip_pytorch_model.bin, or convert one into a single file with t2v_core convert")
+            raise ValueError(f"ckpt_name: {ckpt_name} has no text encoder (a UNet-only file); choose one in "
+                             f"text_encoder_name (text_encoder/model.fp16.safetensors or open_clip_pytorch_model.bin "
+                             f"in models/text_encoders), or use a checkpoint folder")
         return io.NodeOutput(checkpoint.model, checkpoint.clip, checkpoint.vae)

@@ -243,19 +243,19 @@ def modified(path):
     return max((os.path.getmtime(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files), default=0)
 
 
-def load_pipeline(path, dtype_name, vae_path, weight_dtype_name):
+def load_pipeline(path, dtype_name, vae_path, weight_dtype_name, text_encoder_path):
     dtype, weight_dtype = compute_dtype(dtype_name), WEIGHT_DTYPES[weight_dtype_name]
     pipe = t2v_core.load_pipeline(path, device=mm.unet_offload_device(), dtype=dtype, vae=vae_path, ops=OPS,
-                                  weight_dtype=weight_dtype)
+                                  weight_dtype=weight_dtype, text_encoder=text_encoder_path)
     log.info("Loaded %s (compute dtype %s, UNet weights %s)", path, dtype, pipe.unet.dtype)
     return pipe
 
 
-def load_checkpoint(path, dtype_name="auto", vae_path=None, weight_dtype_name="default"):
+def load_checkpoint(path, dtype_name="auto", vae_path=None, weight_dtype_name="default", text_encoder_path=None):
     """Load ``path`` (any t2v_core layout), or return the copy already loaded with the same settings."""
-    settings = (path, dtype_name, vae_path, weight_dtype_name)
+    settings = (path, dtype_name, vae_path, weight_dtype_name, text_encoder_path)
     key = (os.path.realpath(path), modified(path), compute_dtype(dtype_name), weight_dtype_name,
-           vae_path and os.path.realpath(vae_path), vae_path and modified(vae_path))
+           *(extra and (os.path.realpath(extra), modified(extra)) for extra in (vae_path, text_encoder_path)))
     with _lock:
         checkpoint = _loaded.get(key)
         if checkpoint is None:
@@ -264,11 +264,11 @@ def load_checkpoint(path, dtype_name="auto", vae_path=None, weight_dtype_name="d
         return checkpoint
 
 
-def load_model(path, dtype_name, vae_path, weight_dtype_name, disable_dynamic=False):
+def load_model(path, dtype_name, vae_path, weight_dtype_name, text_encoder_path, disable_dynamic=False):
     """A MODEL freshly loaded from the checkpoint, with weights of its own: core's ``cached_patcher_init`` factory,
     which multi-GPU clones and device selection reload a model with (``disable_dynamic``: core's flag for a plain
     ModelPatcher, which this always is)."""
-    return model_patcher(load_pipeline(path, dtype_name, vae_path, weight_dtype_name))
+    return model_patcher(load_pipeline(path, dtype_name, vae_path, weight_dtype_name, text_encoder_path))
 
 
 def require_t2v_model(model, input_name="model"):

@@ -1,4 +1,5 @@
-"""Regenerates workflows/*.json (UI format) from workflows/*_api.json with the real ComfyUI frontend.
+"""Regenerates workflows/*.json (UI format) from workflows/api/*_api.json with the real ComfyUI frontend, and
+declares in each the published model files its loader names (the frontend's missing-model dialog offers them).
 
 Usage: .venv/bin/python scripts/export_ui_workflows.py http://127.0.0.1:8188
 (a running ComfyUI with this pack installed, and Debian's chromium).
@@ -10,8 +11,22 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+API = WORKFLOWS / "api"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+HF = "https://huggingface.co"
+MS = "text-to-video-ms-1.7b"
+# Loader values -> the published file (saved under that name) and the model folder it goes in.
+PUBLISHED_MODELS = {
+    f"{MS}_unet.fp16.safetensors": (f"{HF}/ali-vilab/{MS}/resolve/main/unet/diffusion_pytorch_model.fp16.safetensors",
+                                    "text2video"),
+    f"{MS}_text_encoder.fp16.safetensors": (f"{HF}/ali-vilab/{MS}/resolve/main/text_encoder/model.fp16.safetensors",
+                                            "text_encoders"),
+    f"{MS}_vae.fp16.safetensors": (f"{HF}/ali-vilab/{MS}/resolve/main/vae/diffusion_pytorch_model.fp16.safetensors",
+                                   "vae"),
+    "zeroscope_v2_XL_unet.pth": (f"{HF}/cerspense/zeroscope_v2_XL/resolve/main/zs2_XL/text2video_pytorch_model.pth",
+                                 "text2video"),
+}
 
 
 def without_nulls(value):
@@ -23,6 +38,13 @@ def without_nulls(value):
     return value
 
 
+def declared_models(ui):
+    """The workflow's ``models`` list: name, url and directory of each published file its widgets name."""
+    values = {v for node in ui["nodes"] for v in node.get("widgets_values") or [] if isinstance(v, str)}
+    return [{"name": name, "url": url, "directory": directory}
+            for name, (url, directory) in PUBLISHED_MODELS.items() if name in values]
+
+
 def main(url):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -30,13 +52,16 @@ def main(url):
         page.goto(url)
         page.wait_for_function("window.app && window.app.graph && window.app.extensionManager?.workflow?.activeWorkflow",
                                timeout=60000)
-        for api_file in sorted(WORKFLOWS.glob("*_api.json")):
+        for api_file in sorted(API.glob("*_api.json")):
             page.evaluate("async (api) => { app.graph.clear(); await app.loadApiJson(api, 'workflow.json'); }",
                           json.loads(api_file.read_text()))
             page.wait_for_timeout(1000)
             ui = without_nulls(page.evaluate("() => app.graph.serialize()"))
             ui.pop("id", None)
-            out = api_file.with_name(api_file.name.replace("_api.json", ".json"))
+            for node in ui["nodes"]:  # frontends from 1.4x repeat widgets_values by name; the older ones do not read it
+                node.pop("widgets_values_named", None)
+            ui["models"] = declared_models(ui)
+            out = WORKFLOWS / api_file.name.replace("_api.json", ".json")
             out.write_text(json.dumps(ui, indent=1) + "\n")
             print(out)
         browser.close()

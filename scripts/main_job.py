@@ -1,8 +1,9 @@
-"""Start ComfyUI headless with this pack, queue workflows/text_to_video_api.json and print the video's path.
+"""Start ComfyUI headless with this pack, queue workflows/api/text_to_video_api.json and print the video's path.
 
-Real weights are used when models/text2video (under --home) holds a checkpoint; otherwise a small random-weight
-smoke checkpoint is made and used, and everything it writes is labelled as such. --ui starts ComfyUI with the pack
-and keeps it serving at the printed address (open it in a browser) without queueing the job.
+Real weights are used when the models folder (under --home) holds the published files text_to_video.json names, or
+models/text2video holds a checkpoint; otherwise a small random-weight smoke checkpoint is made and
+workflows/api/smoke_test_api.json runs on it, and everything it writes is labelled as such. --ui starts ComfyUI
+with the pack and keeps it serving at the printed address (open it in a browser) without queueing the job.
 
 The options are checked before anything is installed; then the runtime is set up (scripts/setup) and the job runs
 on the interpreter of .venv. However this script ends, the ComfyUI it started ends with it.
@@ -24,8 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv"
+WORKFLOWS = REPO / "workflows"
 sys.path.insert(0, str(REPO))
-RUN_TIMEOUT_S = 6 * 3600
 # The ranges of the shipped workflow's inputs, as the nodes declare them (tests/test_main_job.py holds them equal).
 FRAMES = (1, 4096)
 STEPS = (1, 999)
@@ -34,8 +35,9 @@ PORT = (1, 65535)
 log = logging.getLogger("main_job")
 
 SMOKE = "smoke-test-random-weights.safetensors"
+PACK_NAME = "ComfyUI-ModelScope-T2V"  # the folder name in custom_nodes, under which the template browser lists us
+FROM_CHECKPOINT = "from checkpoint"
 RUN_TIMEOUT_S = 6 * 3600
-log = logging.getLogger("main_job")
 
 
 def make_smoke_checkpoint(path):
@@ -56,7 +58,8 @@ def make_smoke_checkpoint(path):
 
 
 def find_checkpoint(folder):
-    """The first real checkpoint in ``folder``: a checkpoint folder or a single weights file."""
+    """The first whole real checkpoint in ``folder``: a checkpoint folder or a one-file checkpoint (a UNet file
+    alone has no text encoder)."""
     from t2v_core import CheckpointError, detect_format
     from t2v_core.checkpoint import PICKLE_SUFFIXES
 
@@ -66,11 +69,21 @@ def find_checkpoint(folder):
         if entry.is_file() and entry.suffix not in (".safetensors", *PICKLE_SUFFIXES):
             continue
         try:
-            detect_format(entry)
-            return entry.name
+            if detect_format(entry) != "unet_file":
+                return entry.name
         except CheckpointError:
             continue
     return None
+
+
+def has_published_files(models, template):
+    """Whether the model files the UI workflow ``template`` declares are all in ``models``."""
+    declared = json.loads((WORKFLOWS / f"{template}.json").read_text())["models"]
+    return all((models / model["directory"] / model["name"]).is_file() for model in declared)
+
+
+def api_workflow(template):
+    return json.loads((WORKFLOWS / "api" / f"{template}_api.json").read_text())
 
 
 def request(url, data=None):
@@ -116,7 +129,10 @@ def parser():
 
 
 def port_is_free(port):
+    """Whether ComfyUI can listen on ``port``. Its server binds with SO_REUSEADDR, as this check does, so a port held
+    only by TIME-WAIT sockets (a server that just stopped) is free."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as e:
@@ -144,7 +160,7 @@ def start_comfyui(home, port):
     if not port_is_free(port):
         raise port_taken(port)
     (home / "custom_nodes").mkdir(parents=True, exist_ok=True)
-    link = home / "custom_nodes" / "ComfyUI-ModelScope-T2V"
+    link = home / "custom_nodes" / PACK_NAME
     if link.is_symlink() and link.resolve() != REPO:
         link.unlink()  # a link to another checkout, or a broken one
     if not link.exists():
@@ -188,29 +204,30 @@ def exit_on_signal(signum, frame):
 
 def prepare_workflow(args):
     """The shipped API workflow with the options applied, and the checkpoint it names."""
-    models = args.home / "models" / "text2video"
-    models.mkdir(parents=True, exist_ok=True)
-    checkpoint = find_checkpoint(models)
-    workflow = json.loads((REPO / "workflows" / "text_to_video_api.json").read_text())
-    loader, sampler, latent, save = workflow["1"]["inputs"], workflow["5"]["inputs"], workflow["4"]["inputs"], workflow["7"]["inputs"]
-    if checkpoint is None:
-        log.info("No checkpoint in %s.\nPut the ModelScope files there (a folder holding configuration.json, "
-                 "text2video_pytorch_model.pth, VQGAN_autoencoder.pth and open_clip_pytorch_model.bin), or a "
-                 "diffusers folder (README: 'Where the weights go').\nUsing a small RANDOM-WEIGHT SMOKE-TEST "
-                 "checkpoint instead: the video will be noise; it proves the install works.", models)
-        if not (models / SMOKE).exists():
-            make_smoke_checkpoint(models / SMOKE)
-        checkpoint = SMOKE
-        latent.update(width=64, height=64, length=8)
-        sampler["steps"] = 4
-        save["filename_prefix"] = "smoke-test-random-weights/video"
+    models = args.home / "models"
+    (models / "text2video").mkdir(parents=True, exist_ok=True)
+    if has_published_files(models, "text_to_video"):
+        workflow = api_workflow("text_to_video")
+    elif (checkpoint := find_checkpoint(models / "text2video")) is not None:
+        workflow = api_workflow("text_to_video")
+        workflow["1"]["inputs"].update(ckpt_name=checkpoint, vae_name=FROM_CHECKPOINT,
+                                       text_encoder_name=FROM_CHECKPOINT)
     else:
-        log.info("Using the checkpoint %s", models / checkpoint)
+        log.info("No checkpoint in %s.\nPut the published files there (README: 'Where the weights go'), or a "
+                 "ModelScope or diffusers checkpoint folder in %s.\nUsing a small RANDOM-WEIGHT SMOKE-TEST "
+                 "checkpoint instead: the video will be noise; it proves the install works.", models,
+                 models / "text2video")
+        if not (models / "text2video" / SMOKE).exists():
+            make_smoke_checkpoint(models / "text2video" / SMOKE)
+        workflow = api_workflow("smoke_test")
+    checkpoint = workflow["1"]["inputs"]["ckpt_name"]
+    if checkpoint != SMOKE:
+        log.info("Using the checkpoint %s", checkpoint)
         import torch
 
         if not torch.cuda.is_available():
             log.info("No GPU: the full-size model on CPU takes minutes per step; try --frames 4 --steps 10 first.")
-    loader["ckpt_name"] = checkpoint
+    latent, sampler = workflow["4"]["inputs"], workflow["5"]["inputs"]
     latent["seed"] = args.seed
     if args.prompt:
         workflow["2"]["inputs"]["text"] = args.prompt
@@ -274,8 +291,10 @@ def main():
     process, url = start_comfyui(args.home, args.port)
     try:
         if args.ui:
-            log.info("ComfyUI is running at %s: open it in a browser and drag workflows/text_to_video.json onto "
-                     "the page. Ctrl-C stops it.", url)
+            template = "smoke_test" if checkpoint == SMOKE else "text_to_video"
+            log.info("ComfyUI is running at %s: open it in a browser, then Workflow > Browse Templates > %s > %s "
+                     "(or drag workflows/%s.json onto the page) and Run. Ctrl-C stops it.", url,
+                     PACK_NAME, template, template)
             process.wait()
             return
         print(run_job(url, workflow, checkpoint, process, args.home))

@@ -2,7 +2,8 @@
 from .checkpoint import PICKLE_SUFFIXES, CheckpointError
 from .generate import generate, initial_noise, sample
 from .lora import LoraError, apply_lora, match_lora, read_lora
-from .loading import FOLDER_MARKERS, detect_format, load_pipeline, load_unet, load_vae, save_single_file
+from .loading import (FOLDER_MARKERS, detect_format, load_pipeline, load_text_encoder, load_unet, load_vae,
+                      save_single_file)
 from .memory import NotEnoughMemory, check_fits, sampling_bytes
 from .patches import BlockPatches, freeu
 from .pipeline import DTYPES, MissingComponent, Pipeline
@@ -15,7 +16,7 @@ from .video import temporary_file, to_uint8, write_video
 __all__ = ["BlockPatches", "CheckpointError", "DTYPES", "FOLDER_MARKERS", "LoraError", "MissingComponent",
            "NoiseSchedule", "NotEnoughMemory", "PICKLE_SUFFIXES", "Pipeline", "SAMPLERS", "ScheduleError",
            "apply_lora", "check_fits", "detect_format", "encode_prompt_schedule", "freeu", "generate",
-           "initial_noise", "interpolate_contexts", "latent_strip", "lcm_denoised", "load_pipeline", "load_unet",
-           "load_vae",
-           "match_lora", "parse_prompt_schedule", "read_lora", "sample", "sampling_bytes", "save_single_file",
-           "step_noise", "temporary_file", "to_uint8", "variance_preserving", "write_video"]
+           "initial_noise", "interpolate_contexts", "latent_strip", "lcm_denoised", "load_pipeline",
+           "load_text_encoder", "load_unet", "load_vae", "match_lora", "parse_prompt_schedule", "read_lora", "sample",
+           "sampling_bytes", "save_single_file", "step_noise", "temporary_file", "to_uint8", "variance_preserving",
+           "write_video"]

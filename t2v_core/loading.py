@@ -1,7 +1,9 @@
 """Finding the model's files in every published layout and loading them into a ``Pipeline``.
 
 Layouts: (a) the original ModelScope folder, (b) a diffusers folder, (c) a zeroscope v2 folder (the original
-layout without the VAE), (d) a single UNet file, and the project's own one-file safetensors (``convert``).
+layout without the VAE), (d) a single UNet file, and the project's own one-file safetensors (``convert``). Each
+network's file, as published (``unet/diffusion_pytorch_model.fp16.safetensors``, ``text2video_pytorch_model.pth``,
+...), also loads on its own under any name: its layout is read from its keys.
 """
 import json
 import logging
@@ -167,13 +169,19 @@ def load_vae(path, dtype=torch.float32, ops=default_ops):
     return vae_from_state(read_state_dict(path), path, dtype, ops=ops)
 
 
+def load_text_encoder(path, dtype=torch.float32, ops=default_ops):
+    """A text encoder on its own: an OpenCLIP file (``open_clip_pytorch_model.bin``) or a Hugging Face
+    ``CLIPTextModel`` file (diffusers' ``text_encoder/model.fp16.safetensors``)."""
+    return text_encoder_from_state(read_state_dict(path), Path(path), dtype, ops=ops)
+
+
 def load_unet(path, dtype=torch.float32, head_dim=None, ops=default_ops, weight_dtype=None):
     """A UNet on its own, from any single file that holds one (with or without a ``model.diffusion_model.`` prefix)."""
     return unet_from_state(read_state_dict(path), Path(path), dtype, head_dim=head_dim, ops=ops, weight_dtype=weight_dtype)
 
 
 def load_pipeline(path, *, device="cpu", dtype=torch.float32, vae=None, variant=None, compile=False, ops=default_ops,
-                  weight_dtype=None):
+                  weight_dtype=None, text_encoder=None):
     """Load a checkpoint in any supported layout (see the module docstring) into a ``Pipeline``.
 
     ``vae``: a separate VAE (file or folder) for checkpoints that ship without one (zeroscope v2, a UNet file), or to
@@ -181,21 +189,23 @@ def load_pipeline(path, *, device="cpu", dtype=torch.float32, vae=None, variant=
     wrap the UNet in ``torch.compile`` (the first step then takes minutes to compile; worth it on GPUs). ``ops``:
     the layer classes every network is built from (a host's, e.g. ComfyUI's ``comfy.ops.manual_cast``; default
     t2v_core's). ``weight_dtype``: store the UNet's matrices in this dtype (``torch.float8_e4m3fn`` or
-    ``torch.float8_e5m2``), computed in ``dtype`` one layer at a time.
+    ``torch.float8_e5m2``), computed in ``dtype`` one layer at a time. ``text_encoder``: a separate text encoder
+    file, for a UNet file (the published files one by one), or to replace the checkpoint's own.
     """
     fmt = detect_format(path)
     log.info("Loading %s (%s layout)", path, fmt)
     if fmt == "diffusers":
-        unet, own_vae, text_encoder, schedule = _load_diffusers(path, dtype, variant, vae is None, ops, weight_dtype)
+        unet, own_vae, own_text_encoder, schedule = _load_diffusers(path, dtype, variant, vae is None, ops, weight_dtype)
     elif fmt == "original":
-        unet, own_vae, text_encoder, schedule = _load_original(path, dtype, vae, ops, weight_dtype)
+        unet, own_vae, own_text_encoder, schedule = _load_original(path, dtype, vae, ops, weight_dtype)
     elif fmt == "single_file":
-        unet, own_vae, text_encoder, schedule = _load_single_file(path, dtype, ops, weight_dtype)
+        unet, own_vae, own_text_encoder, schedule = _load_single_file(path, dtype, ops, weight_dtype)
     else:
         unet = load_unet(path, dtype, ops=ops, weight_dtype=weight_dtype)
-        own_vae, text_encoder, schedule = None, None, NoiseSchedule()
+        own_vae, own_text_encoder, schedule = None, None, NoiseSchedule()
     vae_model = load_vae(vae, dtype, ops=ops) if vae is not None else own_vae
-    pipe = Pipeline(unet, vae_model, text_encoder, schedule, device=device, dtype=dtype, source=str(path))
+    text_model = load_text_encoder(text_encoder, dtype, ops=ops) if text_encoder is not None else own_text_encoder
+    pipe = Pipeline(unet, vae_model, text_model, schedule, device=device, dtype=dtype, source=str(path))
     if compile:
         pipe.unet = torch.compile(pipe.unet)
     return pipe

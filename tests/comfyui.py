@@ -15,10 +15,9 @@ from pathlib import Path
 
 import websocket
 
-from scripts.main_job import end_with_parent
+from scripts.main_job import PACK_NAME, end_with_parent
 
 REPO = Path(__file__).resolve().parents[1]
-PACK_NAME = "ComfyUI-ModelScope-T2V"
 BASELINE = REPO / "build" / "ComfyUI"  # 0.3.75 from PyPI (scripts/setup)
 CURRENT = REPO / "build" / "ComfyUI-current"  # current ComfyUI (scripts/setup-current-comfyui)
 NEWEST_FRONTEND = REPO / "build" / "frontend"  # the newest frontend on PyPI (scripts/setup-dev)
@@ -75,7 +74,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         for folder in ("custom_nodes", "models/text2video", "models/vae", "models/diffusion_models", "models/loras",
-                       "input", "output"):
+                       "models/text_encoders", "input", "output"):
             (self.base / folder).mkdir(parents=True, exist_ok=True)
         (self.base / "custom_nodes" / PACK_NAME).symlink_to(REPO)
         self.log = open(self.base / "comfyui.log", "w")

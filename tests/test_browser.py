@@ -1,14 +1,14 @@
 """The pack in the real ComfyUI frontend, in Debian's chromium driven by Playwright: the frontend each ComfyUI
 bundles, and on current ComfyUI also the newest frontend, in the classic canvas and in "Nodes 2.0"."""
-import json
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
 
-from comfyui import CURRENT, with_newest_frontend
-from workflows import WORKFLOWS
+from comfyui import CURRENT, PACK_NAME, with_newest_frontend
+from workflows import FROM_CHECKPOINT, load_ui
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -70,11 +70,11 @@ def visible_videos(page, save_id):
 
 def tiny_ui_workflow():
     """The shipped UI workflow at test size, with a fresh seed so that ComfyUI's cache never skips the run."""
-    workflow = json.loads((WORKFLOWS / "text_to_video.json").read_text())
+    workflow = load_ui("text_to_video.json")
     for node in workflow["nodes"]:
         values = node.get("widgets_values")
         if node["type"] == "ModelScopeT2VCheckpointLoader":
-            values[0] = "tiny-t2v"
+            values[0], values[2], values[4] = "tiny-t2v", FROM_CHECKPOINT, FROM_CHECKPOINT
         elif node["type"] == "ModelScopeT2VEmptyLatentVideo":
             values[:3] = [64, 48, FRAMES]
             values[4] = random.randrange(2**32)
@@ -108,7 +108,7 @@ def test_extension_is_served(comfy):
 
 
 def test_workflow_loads_with_every_node_type_known(page):
-    workflow = json.loads((WORKFLOWS / "text_to_video.json").read_text())
+    workflow = load_ui("text_to_video.json")
     page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
     missing = page.evaluate("(types) => types.filter(t => !LiteGraph.registered_node_types[t])",
                             sorted({n["type"] for n in workflow["nodes"]}))
@@ -156,3 +156,41 @@ def test_preview_survives_reloading_the_workflow(page, comfy):
                            "?.element?.querySelector('video'); return v && v.readyState >= 2; }", arg=save, timeout=30000)
     assert visible_videos(page, save) == ["pack"]
     assert our_errors(page) == []
+
+
+def open_template(page, name):
+    """Workflow > Browse Templates, the pack's own list, then the template called ``name``."""
+    page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(PACK_NAME, exact=True).first.click()
+    dialog.get_by_text(name, exact=True).first.click()
+    page.wait_for_function("(name) => app.extensionManager.workflow.activeWorkflow?.filename === name", arg=name,
+                           timeout=30000)
+
+
+def test_opening_text_to_video_without_weights_offers_the_downloads(page, comfy):
+    """On a server without the weights, the template's missing models are listed with their folders (and a
+    download), as the workflow's ``models`` declares them."""
+    open_app(page, comfy)
+    open_template(page, "text_to_video")
+    models = load_ui("text_to_video.json")["models"]
+    assert {m["directory"] for m in models} == {"text2video", "text_encoders", "vae"}
+    # frontend 1.32 opens a dialog that writes "folder / name"; later ones a toast whose details (the issues tab)
+    # give the name with its folder on the row
+    rows = [page.get_by_text(re.compile(rf"^(\S+ / )?{re.escape(model['name'])}$")).first for model in models]
+    details = page.get_by_role("button", name="View details").first
+    rows[0].or_(details).first.wait_for(timeout=30000)
+    if details.is_visible():
+        details.click()
+    for model, row in zip(models, rows):
+        row.wait_for(timeout=30000)
+        folders = page.evaluate("""([row, folders]) => {
+            for (let e = row; e && e !== document.body; e = e.parentElement) {
+                const lines = e.innerText.split("\\n").map(line => line.trim().split(" / ")[0]);
+                const found = lines.filter(line => folders.includes(line));
+                if (found.length) return found;
+            }
+            return [];
+        }""", [row.element_handle(), ["text2video", "text_encoders", "vae", "diffusion_models"]])
+        assert folders == [model["directory"]], (model, folders)
+    assert page.get_by_text("download", exact=False).count() >= 1

@@ -7,6 +7,7 @@ import copy
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,6 +93,30 @@ def test_single_unet_files(name, checkpoints, expected):
     pipe = t2v_core.load_pipeline(checkpoints["unet_files"] / name)
     with pytest.raises(ValueError, match="has no vae"):
         pipe.decode(Z)
+
+
+PUBLISHED_FILES = {  # each network's file as published, in the diffusers folder and in the original one
+    "diffusers": ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+                  "vae/diffusion_pytorch_model.safetensors"),
+    "diffusers_fp16": ("unet/diffusion_pytorch_model.fp16.safetensors", "text_encoder/model.fp16.safetensors",
+                       "vae/diffusion_pytorch_model.fp16.safetensors"),
+    "original": ("text2video_pytorch_model.pth", "open_clip_pytorch_model.bin", "VQGAN_autoencoder.pth"),
+}
+
+
+@pytest.mark.parametrize("layout", PUBLISHED_FILES)
+def test_published_files_load_one_by_one_under_any_name(layout, checkpoints, tmp_path):
+    """UNet, text encoder and VAE as three single files, renamed (their layout is read from their keys): the
+    networks of the whole folder."""
+    import shutil
+
+    renamed = [shutil.copy(checkpoints[layout] / file, tmp_path / f"{part}{Path(file).suffix}")
+               for part, file in zip(("unet", "text", "vae"), PUBLISHED_FILES[layout])]
+    folder = t2v_core.load_pipeline(checkpoints[layout])
+    split = t2v_core.load_pipeline(renamed[0], text_encoder=renamed[1], vae=renamed[2])
+    want, got = outputs(folder.unet, folder.vae, folder.text_encoder), outputs(split.unet, split.vae, split.text_encoder)
+    for part in ("unet", "vae", "text"):
+        assert_close(got[part], want[part], 0)
 
 
 def test_convert_writes_one_file_that_loads_the_same(checkpoints, expected, tmp_path):

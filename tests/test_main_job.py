@@ -1,15 +1,19 @@
 """scripts/run, the main job, as a new user meets it: bad options, a taken port, signals, what it says it does."""
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from comfyui import REPO, free_port
+from workflows import api_twin, load, nodes_of
 from scripts import main_job
 
 RUN = ["bash", str(REPO / "scripts" / "run")]
@@ -63,6 +67,23 @@ def test_a_taken_port_is_named_with_the_option_to_change_it(tmp_path):
     assert "comfyui.log" not in result.stderr
 
 
+def test_a_port_held_only_by_time_wait_sockets_is_free():
+    """A server that just stopped leaves its port in TIME-WAIT for a minute; ComfyUI (SO_REUSEADDR) binds it at once."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ComfyUI's server listens
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the side that closes first keeps the TIME-WAIT socket, on the server's port
+        client.close()
+    time.sleep(0.2)
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # the port is held: a bind without SO_REUSEADDR is refused
+    assert main_job.port_is_free(port)
+
+
 def port_serves(port):
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -82,6 +103,19 @@ def alive(pid):
     return stat[2] != "Z"
 
 
+def assert_the_named_template_runs_here(message, port):
+    """The template ``--ui`` points to is in the server's template browser, and its checkpoint is one the loader
+    offers (without downloaded weights: the smoke checkpoint)."""
+    pack, template = re.search(r"Browse Templates > (\S+) > (\S+) ", message).groups()
+    url = f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"{url}/workflow_templates") as r:
+        assert template in json.loads(r.read())[pack]
+    with urllib.request.urlopen(f"{url}/object_info/ModelScopeT2VCheckpointLoader") as r:
+        options = json.loads(r.read())["ModelScopeT2VCheckpointLoader"]["input"]["required"]["ckpt_name"][1]["options"]
+    loader = nodes_of(load(api_twin(f"{template}.json")), "ModelScopeT2VCheckpointLoader")[0]["inputs"]
+    assert loader["ckpt_name"] in options, (message, options)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_the_ui_server_ends_with_the_script(tmp_path, signum):
     """SIGTERM ends the script through its cleanup; even SIGKILL, which nothing can catch, takes ComfyUI along."""
@@ -95,6 +129,7 @@ def test_the_ui_server_ends_with_the_script(tmp_path, signum):
         else:
             pytest.fail(f"scripts/run --ui ended with {script.wait()} before serving")
         assert port_serves(port)
+        assert_the_named_template_runs_here(line, port)
         (server,) = children(script.pid)
         script.send_signal(signum)
         script.wait(60)

@@ -1,13 +1,16 @@
 """Saved workflows store widget values by position: pin the widget order of every node in the shipped UI
 workflows, so an input added in the wrong place fails here, and keep the UI and API files in step."""
-import json
+import io
 
 import pytest
+from PIL import Image
 
-from workflows import WORKFLOWS, load
+from comfyui import PACK_NAME
+from scripts.main_job import SMOKE
+from workflows import API, FROM_CHECKPOINT, UI_WORKFLOWS, api_twin, load, load_ui, nodes_of
 
 WIDGETS = {
-    "ModelScopeT2VCheckpointLoader": ["ckpt_name", "dtype", "vae_name", "weight_dtype"],
+    "ModelScopeT2VCheckpointLoader": ["ckpt_name", "dtype", "vae_name", "weight_dtype", "text_encoder_name"],
     "ModelScopeT2VTextEncode": ["text"],
     "ModelScopeT2VEmptyLatentVideo": ["width", "height", "length", "batch_size", "seed", "control_after_generate", "fill"],
     "ModelScopeT2VSampler": ["steps", "cfg", "sampler_name", "denoise", "seed", "control_after_generate", "eta",
@@ -19,7 +22,9 @@ WIDGETS = {
     "ModelScopeT2VPromptSchedule": ["text", "length"],
     "ModelScopeT2VKeyframes": ["length", "frames", "strength"],
 }
-UI_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.json") if not p.name.endswith("_api.json"))
+MAX_PICTURE_BYTES = 60_000  # scripts/template_pictures.py keeps each picture within it
+PUBLISHED_FILE_NAMES = {"diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors",
+                        "text2video_pytorch_model.pth", "open_clip_pytorch_model.bin", "VQGAN_autoencoder.pth"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
@@ -50,8 +55,8 @@ def test_ui_workflows_exist():
 
 @pytest.mark.parametrize("name", UI_WORKFLOWS)
 def test_ui_workflow_matches_its_api_twin(name):
-    ui = json.loads((WORKFLOWS / name).read_text())
-    api = load(name.replace(".json", "_api.json"))
+    ui = load_ui(name)
+    api = load(api_twin(name))
     ours = [node for node in ui["nodes"] if node["type"].startswith("ModelScopeT2V")]
     assert ours
     for node in ours:
@@ -63,3 +68,53 @@ def test_ui_workflow_matches_its_api_twin(name):
         for widget, value in zip(names, values):
             if widget != "control_after_generate":
                 assert twin["inputs"][widget] == value, f"{name}: node {node['id']} {widget}"
+
+
+def test_every_template_has_its_api_twin_and_every_twin_its_template():
+    assert sorted(api_twin(name) for name in UI_WORKFLOWS) == sorted(p.name for p in API.glob("*.json"))
+
+
+def test_the_template_browser_lists_the_ui_workflows_with_their_pictures(comfy):
+    """ComfyUI lists a pack's workflows/*.json as templates and asks for <name>.jpg beside each."""
+    listed = comfy.get("/workflow_templates")[PACK_NAME]
+    assert sorted(listed) == sorted(name.removesuffix(".json") for name in UI_WORKFLOWS)
+    for name in listed:
+        picture = comfy.get(f"/api/workflow_templates/{PACK_NAME}/{name}.jpg")
+        assert picture[:3] == b"\xff\xd8\xff" and 5_000 < len(picture) <= MAX_PICTURE_BYTES, name
+        assert Image.open(io.BytesIO(picture)).width >= 400, name
+
+
+# The loader's file inputs and the model folders each may be read from (nodes/paths.py, nodes/loader.py).
+LOADER_FOLDERS = {"ckpt_name": {"text2video", "diffusion_models"}, "vae_name": {"vae"},
+                  "text_encoder_name": {"text_encoders"}}
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".onnx", ".gguf")  # the frontend's list
+
+
+@pytest.mark.parametrize("name", UI_WORKFLOWS)
+def test_ui_workflow_declares_the_model_files_it_names(name):
+    """Every loader value that the frontend checks (a file name with a model extension) is in the workflow's
+    ``models`` list with the https URL of the published file and the folder the loader reads it from; only the
+    smoke test's checkpoint, made by scripts/run, is not downloadable."""
+    ui = load_ui(name)
+    declared = {model["name"]: model for model in ui.get("models", [])}
+    named = set()
+    for node in ui["nodes"]:
+        if node["type"] != "ModelScopeT2VCheckpointLoader":
+            continue
+        for widget, value in zip(WIDGETS[node["type"]], node["widgets_values"]):
+            if widget not in LOADER_FOLDERS or not value.lower().endswith(MODEL_SUFFIXES) or value == SMOKE:
+                continue
+            named.add(value)
+            assert value in declared, f"{name}: {widget} {value!r} is not in the workflow's models"
+            model = declared[value]
+            assert model["directory"] in LOADER_FOLDERS[widget], f"{name}: {value} in {model['directory']}"
+            assert model["url"].startswith("https://huggingface.co/") and "/resolve/" in model["url"]
+            assert model["url"].rsplit("/", 1)[1] in PUBLISHED_FILE_NAMES, model["url"]
+    assert set(declared) == named, f"{name}: declares files it does not use"
+    assert named or name == "smoke_test.json"
+
+
+def test_the_smoke_test_template_runs_on_the_smoke_checkpoint():
+    loader = nodes_of(load(api_twin("smoke_test.json")), "ModelScopeT2VCheckpointLoader")[0]["inputs"]
+    assert loader["ckpt_name"] == SMOKE
+    assert loader["vae_name"] == loader["text_encoder_name"] == FROM_CHECKPOINT

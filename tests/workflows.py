@@ -1,13 +1,31 @@
-"""The shipped workflows, pointed at the tiny test checkpoint and shrunk to test size."""
+"""The shipped workflows, pointed at the tiny test checkpoint and shrunk to test size.
+
+ComfyUI lists every ``workflows/*.json`` as a template: those are the UI workflows, each with its ``<name>.jpg``
+picture; their API twins (``<name>_api.json``, for POST /prompt) live in ``workflows/api/``.
+"""
 import json
 import random
 from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+API = WORKFLOWS / "api"
+UI_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.json"))
+FROM_CHECKPOINT = "from checkpoint"
 
 
 def load(name):
+    """An API workflow of ``workflows/api`` by file name."""
+    return json.loads((API / name).read_text())
+
+
+def load_ui(name):
+    """A UI workflow (a template) by file name."""
     return json.loads((WORKFLOWS / name).read_text())
+
+
+def api_twin(name):
+    """The file name of a UI workflow's API twin."""
+    return name.replace(".json", "_api.json")
 
 
 def nodes_of(prompt, class_type):
@@ -19,7 +37,7 @@ def tiny_text_to_video(width=48, height=32, length=3, steps=3, seed=None, fmt="p
     prompt = load(name)
     seed = random.randrange(2**32) if seed is None else seed
     for node in nodes_of(prompt, "ModelScopeT2VCheckpointLoader"):
-        node["inputs"]["ckpt_name"] = "tiny-t2v"
+        node["inputs"].update(ckpt_name="tiny-t2v", vae_name=FROM_CHECKPOINT, text_encoder_name=FROM_CHECKPOINT)
     for node in nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo"):
         node["inputs"].update(width=width, height=height, length=length, seed=seed)
     for node in nodes_of(prompt, "ModelScopeT2VPromptSchedule") + nodes_of(prompt, "ModelScopeT2VKeyframes"):
