@@ -24,6 +24,8 @@ PUBLISHED_MODELS = {
                                             "text_encoders"),
     f"{MS}_vae.fp16.safetensors": (f"{HF}/ali-vilab/{MS}/resolve/main/vae/diffusion_pytorch_model.fp16.safetensors",
                                    "vae"),
+    "mcm_modelscopet2v_laion.safetensors": (f"{HF}/yhzhai/mcm/resolve/main/modelscopet2v-laion/adapter_model.safetensors",
+                                            "loras"),
     "zeroscope_v2_XL_unet.pth": (f"{HF}/cerspense/zeroscope_v2_XL/resolve/main/zs2_XL/text2video_pytorch_model.pth",
                                  "text2video"),
 }

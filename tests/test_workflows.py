@@ -24,7 +24,8 @@ WIDGETS = {
 }
 MAX_PICTURE_BYTES = 60_000  # scripts/template_pictures.py keeps each picture within it
 PUBLISHED_FILE_NAMES = {"diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors",
-                        "text2video_pytorch_model.pth", "open_clip_pytorch_model.bin", "VQGAN_autoencoder.pth"}
+                        "text2video_pytorch_model.pth", "open_clip_pytorch_model.bin", "VQGAN_autoencoder.pth",
+                        "adapter_model.safetensors"}  # the last: MCM's LoRAs, PEFT adapters
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
@@ -86,7 +87,10 @@ def test_the_template_browser_lists_the_ui_workflows_with_their_pictures(comfy):
 
 # The loader's file inputs and the model folders each may be read from (nodes/paths.py, nodes/loader.py).
 LOADER_FOLDERS = {"ckpt_name": {"text2video", "diffusion_models"}, "vae_name": {"vae"},
-                  "text_encoder_name": {"text_encoders"}}
+                  "text_encoder_name": {"text_encoders"}, "lora_name": {"loras"}}
+# The file widgets of the loaders the shipped workflows use (core LoraLoaderModelOnly's: lora_name, strength_model).
+LOADER_WIDGETS = {"ModelScopeT2VCheckpointLoader": WIDGETS["ModelScopeT2VCheckpointLoader"],
+                  "LoraLoaderModelOnly": ["lora_name", "strength_model"]}
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".onnx", ".gguf")  # the frontend's list
 
 
@@ -99,9 +103,9 @@ def test_ui_workflow_declares_the_model_files_it_names(name):
     declared = {model["name"]: model for model in ui.get("models", [])}
     named = set()
     for node in ui["nodes"]:
-        if node["type"] != "ModelScopeT2VCheckpointLoader":
+        if node["type"] not in LOADER_WIDGETS:
             continue
-        for widget, value in zip(WIDGETS[node["type"]], node["widgets_values"]):
+        for widget, value in zip(LOADER_WIDGETS[node["type"]], node["widgets_values"]):
             if widget not in LOADER_FOLDERS or not value.lower().endswith(MODEL_SUFFIXES) or value == SMOKE:
                 continue
             named.add(value)
