@@ -13,6 +13,7 @@ from comfy_api.latest import io
 from .latent import check_frame_size, progress_bar
 from .loader import CATEGORY
 from .types import T2VVae
+from .validation import require_finite
 
 
 def keyframe_indices(text, length, images):
@@ -64,6 +65,7 @@ class Keyframes(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, images, length, frames, strength) -> io.NodeOutput:
+        require_finite(strength=strength)
         check_frame_size(images, vae.scale_factor)
         indices = keyframe_indices(frames, length, len(images))
         images = images[-len(indices):] if len(images) > len(indices) else images  # a video: its last frames go on

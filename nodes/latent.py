@@ -7,13 +7,16 @@ import torch
 from comfy_api.latest import io
 
 from .. import t2v_core
+from ..t2v_core.unet3d import UNet3DConfig
 from .loader import CATEGORY
 from .types import T2VVae
-from .validation import check_choices
+from .validation import require_channels, require_choices, require_finite, require_multiple
 
 SCALE = 8  # pixels per latent cell of every published checkpoint's VAE
 NOISE, ZEROS = "noise", "zeros"
 MEMORY_ADVICE = "Use fewer frames, a smaller width and height, or a smaller batch_size."
+# The UNet of every published checkpoint (ModelScope, zeroscope): the noise node's estimate of what sampling needs.
+PUBLISHED_UNET = UNet3DConfig()
 
 
 def progress_bar(total):
@@ -27,16 +30,28 @@ def progress_bar(total):
     return progress
 
 
-def video_latents(latent, input_name):
-    """The [B, C, F, h, w] samples of a LATENT input, or an error naming the input."""
+def video_latents(latent, input_name, channels=None, dtype=None):
+    """The [B, C, F, h, w] samples of a LATENT input, or an error naming the input. ``channels``: the latent
+    channels of the model or VAE it goes to; ``dtype``: the compute dtype there (for the hint on NaN)."""
     samples = latent["samples"]
     if samples.ndim != 5:
         raise ValueError(f"{input_name}: expected a 5-D video latent [batch, 4, frames, height/8, width/8], got shape "
                          f"{list(samples.shape)}. Image latents (e.g. from Empty Latent Image) cannot be used here.")
+    if channels is not None:
+        require_channels(input_name, samples.shape, channels)
     if not torch.isfinite(samples).all():
-        raise ValueError(f"{input_name}: the latent contains NaN or infinite values; the step that produced it failed "
-                         f"(try fp32 or bf16 instead of fp16).")
+        hint = " (try fp32 or bf16 instead of fp16)" if dtype == torch.float16 else ""
+        raise ValueError(f"{input_name}: the latent contains NaN or infinite values; the step that produced it "
+                         f"failed{hint}.")
     return samples
+
+
+def require_sampler_inputs(t2v, latent, sampler_name, samplers, cfg, eta):
+    """The sampler's checks ComfyUI does not make: NaN numbers, a sampler name (one of ``samplers``) on ComfyUI
+    0.3.75, a latent of another model (``t2v``: the MODEL's T2VModel)."""
+    require_finite(cfg=cfg, eta=eta)
+    require_choices(sampler_name=(sampler_name, samplers))
+    video_latents(latent, "latent", t2v.diffusion_model.unet.config.in_channels, t2v.compute_dtype)
 
 
 def check_frame_size(images, scale_factor):
@@ -45,6 +60,20 @@ def check_frame_size(images, scale_factor):
     if height % scale_factor or width % scale_factor:
         raise ValueError(f"images: width and height must be multiples of {scale_factor}, got {width}x{height}; "
                          f"resize the frames first (e.g. Upscale Image to 1024x576 for zeroscope XL).")
+
+
+def check_sampling_memory(shape):
+    """Refuse, before the noise is drawn, a video that no sampling could fit: one CFG step of the published UNet
+    in fp16 against all the memory of the device ComfyUI samples on (the sampler checks what is free, for the
+    model it gets)."""
+    batch, _, frames, height, width = shape
+    needed = t2v_core.sampling_bytes(PUBLISHED_UNET, 2 * batch, frames, height, width, torch.float16)
+    device = mm.get_torch_device()
+    total = mm.get_total_memory(device)
+    if needed > total:
+        raise ValueError(f"length: {batch} x {frames} frames at {width * SCALE}x{height * SCALE} need about "
+                         f"{needed / 2 ** 30:.0f} GiB of working memory to sample, more than the {total / 2 ** 30:.1f} "
+                         f"GiB of {device}. {MEMORY_ADVICE}")
 
 
 class EmptyLatentVideo(io.ComfyNode):
@@ -74,15 +103,11 @@ class EmptyLatentVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, width, height, fill=NOISE):
-        for name, value in (("width", width), ("height", height)):
-            if value % SCALE:
-                return f"{name} must be a multiple of {SCALE}, got {value}"
-        return check_choices(fill=(fill, [NOISE, ZEROS]))
-
-    @classmethod
     def execute(cls, width, height, length, batch_size, seed, fill=NOISE) -> io.NodeOutput:
+        require_multiple(SCALE, width=width, height=height)
+        require_choices(fill=(fill, [NOISE, ZEROS]))
         shape = (batch_size, 4, length, height // SCALE, width // SCALE)
+        check_sampling_memory(shape)
         try:
             t2v_core.check_fits(4 * math.prod(shape), "cpu", f"length: {batch_size} x {length} frames at {width}x{height}")
         except t2v_core.NotEnoughMemory as error:
@@ -116,7 +141,7 @@ class Decode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, samples, tiled=False) -> io.NodeOutput:
-        latents = video_latents(samples, "samples")
+        latents = video_latents(samples, "samples", vae.latent_channels, vae.dtype)
         progress = progress_bar(latents.shape[0] * latents.shape[2])
         video = vae.decode(latents, progress=progress, tiled=tiled)  # [B, F, H, W, 3]
         return io.NodeOutput(video.flatten(0, 1))

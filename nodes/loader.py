@@ -5,7 +5,7 @@ from comfy_api.latest import io
 from . import paths
 from .model import DTYPES, WEIGHT_DTYPES, load_checkpoint
 from .types import T2VClip, T2VVae
-from .validation import check_choices
+from .validation import check_choices, require_choices
 
 CATEGORY = "ModelScope T2V"
 NO_VAE = NO_TEXT_ENCODER = "from checkpoint"
@@ -58,16 +58,15 @@ class CheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, ckpt_name, dtype="auto", vae_name=NO_VAE, weight_dtype="default",
-                        text_encoder_name=NO_TEXT_ENCODER):
-        return check_choices(ckpt_name=(ckpt_name, paths.checkpoint_names()), dtype=(dtype, ["auto", *DTYPES]),
-                             vae_name=(vae_name, [NO_VAE, *folder_paths.get_filename_list("vae")]),
-                             weight_dtype=(weight_dtype, list(WEIGHT_DTYPES)),
-                             text_encoder_name=(text_encoder_name, text_encoder_options()))
+    def validate_inputs(cls, ckpt_name):
+        return check_choices(ckpt_name=(ckpt_name, paths.checkpoint_names()))
 
     @classmethod
     def execute(cls, ckpt_name, dtype="auto", vae_name=NO_VAE, weight_dtype="default",
                 text_encoder_name=NO_TEXT_ENCODER) -> io.NodeOutput:
+        require_choices(dtype=(dtype, ["auto", *DTYPES]), vae_name=(vae_name, [NO_VAE, *folder_paths.get_filename_list("vae")]),
+                        weight_dtype=(weight_dtype, list(WEIGHT_DTYPES)),
+                        text_encoder_name=(text_encoder_name, text_encoder_options()))
         vae_path = None if vae_name == NO_VAE else folder_paths.get_full_path_or_raise("vae", vae_name)
         text_path = (None if text_encoder_name == NO_TEXT_ENCODER
                      else folder_paths.get_full_path_or_raise(TEXT_ENCODERS, text_encoder_name))

@@ -20,7 +20,7 @@ from .. import t2v_core
 from .loader import CATEGORY
 from .model import T2VModel, require_t2v_model
 from .types import T2VClip
-from .validation import check_choices
+from .validation import check_choices, require_finite
 
 log = logging.getLogger(__name__)
 UNET_PREFIX = "diffusion_model.unet."
@@ -73,6 +73,7 @@ def warn_unmatched(found, name, text_handled):
 def patch(model, lora, strength_model, name, clip=None, strength_clip=0.0, text_handled=False):
     """A MODEL clone carrying ``lora``'s UNet part, a T2V_CLIP clone carrying its text part (None without ``clip``),
     and t2v_core's match. ``text_handled``: a core CLIP takes the text part instead."""
+    require_finite(strength_model=strength_model, strength_clip=strength_clip)
     found = t2v_core.match_lora(lora, model.model.diffusion_model.unet,
                                 clip.pipe.text_encoder if clip is not None else None, source=name)
     new_model = model.clone()

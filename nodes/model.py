@@ -27,9 +27,10 @@ from .types import FRAMES
 from . import prompt_syntax
 from .layers import OPS
 from .patches import block_patches
+from .validation import require_channels
 
 log = logging.getLogger(__name__)
-
+FRAMES_AXIS = 2  # of the latents [B, C, F, h, w]
 
 
 class T2VLatentFormat(comfy.latent_formats.SD15):
@@ -173,7 +174,8 @@ class TextEncoder:
         intermediate device."""
         mm.load_models_gpu([self.patcher])
         device = self.patcher.load_device  # where the tower computes, even with some weights offloaded
-        return prompt_syntax.encode(text, partial(self.pipe.encode_tokens, device=device)).to(mm.intermediate_device())
+        return prompt_syntax.encode(text, partial(self.pipe.encode_tokens, device=device),
+                                    self.pipe.text_encoder.config.width).to(mm.intermediate_device())
 
 
 # The Decode and Encode nodes' ``tiled``: one frame at a time in stripes of 64 rows (t2v_core.vae_stripes).
@@ -192,6 +194,14 @@ class VAE:
     def scale_factor(self):
         return self.pipe.vae_scale_factor
 
+    @property
+    def latent_channels(self):
+        return self.pipe.vae.config.latent_channels
+
+    @property
+    def dtype(self):
+        return self.pipe.dtype
+
     def decode(self, latents, progress=None, tiled=False):
         mm.load_models_gpu([self.patcher])
         return self.pipe.decode(latents, progress=progress, **(STRIPES if tiled else {})).to(mm.intermediate_device())
@@ -201,11 +211,26 @@ class VAE:
         return self.pipe.encode(video, progress=progress, **(STRIPES if tiled else {})).to(mm.intermediate_device())
 
 
+def check_sampling(executor, noise, latent_image, *args, **kwargs):
+    """Core's OUTER_SAMPLE wrapper on the pack's MODEL, so that core KSampler and the pack's sampler alike refuse,
+    before any step, a latent of another model and context windows on another axis than the frames (core's
+    handler would window the batch or the width, or fail on a missing axis)."""
+    unet = executor.class_obj.model_patcher.model.diffusion_model.unet
+    require_channels("latent", latent_image.shape, unet.config.in_channels)
+    dim = getattr(executor.class_obj.model_options.get("context_handler"), "dim", FRAMES_AXIS)
+    if dim != FRAMES_AXIS:
+        raise ValueError(f"model: context windows on dim {dim}; set ContextWindowsManual's dim to {FRAMES_AXIS}, the "
+                         f"frames axis of this model's latents [batch, channels, frames, height, width]")
+    return executor(noise, latent_image, *args, **kwargs)
+
+
 def model_patcher(pipe):
     """The MODEL of a loaded pipeline: its UNet as a core model under a ModelPatcher."""
     load_device = mm.get_torch_device()
-    return comfy.model_patcher.ModelPatcher(T2VModel(pipe.unet, pipe.schedule, pipe.dtype, device=load_device),
-                                            load_device=load_device, offload_device=mm.unet_offload_device())
+    patcher = comfy.model_patcher.ModelPatcher(T2VModel(pipe.unet, pipe.schedule, pipe.dtype, device=load_device),
+                                               load_device=load_device, offload_device=mm.unet_offload_device())
+    patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "modelscope_t2v", check_sampling)
+    return patcher
 
 
 class Checkpoint:

@@ -16,7 +16,7 @@ import torch
 from comfy_api.latest import io
 
 from .. import t2v_core
-from .latent import video_latents
+from .latent import require_sampler_inputs, video_latents
 from .loader import CATEGORY
 from .model import CONTROL_REFUSED, lcm_sampling, require_t2v_model
 from .preview import strip_previewer
@@ -213,13 +213,14 @@ class Sampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sampler_name, scheduler=REFERENCE):
-        return check_choices(sampler_name=(sampler_name, SAMPLERS), scheduler=(scheduler, SCHEDULERS))
+    def validate_inputs(cls, scheduler=REFERENCE):
+        return check_choices(scheduler=(scheduler, SCHEDULERS))
 
     @classmethod
     def execute(cls, model, positive, negative, latent, steps, cfg, sampler_name, denoise, noise=None, seed=0,
                 eta=0.0, scheduler=REFERENCE) -> io.NodeOutput:
         t2v = require_t2v_model(model)
+        require_sampler_inputs(t2v, latent, sampler_name, SAMPLERS, cfg, eta)
         width = t2v.diffusion_model.unet.config.context_dim
         check_conditioning(positive, "positive", width)
         check_conditioning(negative, "negative", width)

@@ -9,13 +9,16 @@ from PIL.PngImagePlugin import PngInfo
 
 from .. import t2v_core
 from .loader import CATEGORY
-from .validation import check_choices
+from .validation import require_choices
 
 FORMATS = ["mp4", "webm", "gif", "png"]
 
 
 def check_prefix(filename_prefix):
     """Refuse prefixes that would write outside the output folder."""
+    if "\0" in filename_prefix:
+        raise ValueError(f"filename_prefix: {filename_prefix!r} holds a NUL character (\\x00), which no file name may "
+                         f"hold; remove it")
     parts = filename_prefix.replace("\\", "/").split("/")
     if os.path.isabs(filename_prefix) or ".." in parts or not filename_prefix.strip():
         raise ValueError(f"filename_prefix: {filename_prefix!r} must be a name inside the output folder "
@@ -68,16 +71,17 @@ class SaveVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, filename_prefix, format):
+    def validate_inputs(cls, filename_prefix):
         try:
             check_prefix(filename_prefix)
         except ValueError as e:
             return str(e)
-        return check_choices(format=(format, FORMATS))
+        return True
 
     @classmethod
     def execute(cls, images, fps, filename_prefix, format) -> io.NodeOutput:
         check_prefix(filename_prefix)
+        require_choices(format=(format, FORMATS))
         frames = t2v_core.to_uint8(images[..., :3])
         height, width = frames.shape[1:3]
         output_dir = folder_paths.get_output_directory()

@@ -16,24 +16,31 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what was expected."""
 
 
-def read_state_dict(path):
-    """All tensors of a .safetensors or pickle-based torch file, memory-mapped where the format allows.
+def read_tensors(path):
+    """What a .safetensors or pickle-based torch file holds (tensors, in plain containers for a pickle),
+    memory-mapped where the format allows.
 
     Pickles go through ``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers,
-    so a file whose pickle would run code is rejected before any of it runs. A ``state_dict`` wrapper is removed.
+    so a file whose pickle would run code is rejected before any of it runs.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     if path.suffix not in (".safetensors", *PICKLE_SUFFIXES):
         raise CheckpointError(f"{path}: unknown checkpoint type; expected .safetensors, or a torch file ({', '.join(PICKLE_SUFFIXES)})")
-    if is_safetensors(path):  # by content: a renamed safetensors file still reads as one
+    # By content: a renamed safetensors file still reads as one. A .safetensors file that is none is read as one
+    # too, so that its error names the file (torch.load would hand it to safetensors itself).
+    if is_safetensors(path) or path.suffix == ".safetensors":
         try:
-            state = load_file(path)
+            return load_file(path)
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt download?): {e}") from e
-    else:
-        state = _load_pickle(path)
+    return _load_pickle(path)
+
+
+def read_state_dict(path):
+    """All tensors of a checkpoint file (``read_tensors``), a ``state_dict`` wrapper removed."""
+    state = read_tensors(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -60,7 +67,7 @@ def _load_pickle(path):
             f"{path}: refused to load: besides tensors the file holds Python objects ({found[1]}) that could run code "
             f"when unpickled. Use a .safetensors copy "
             f"of the checkpoint, or one saved as plain tensors.") from e
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, SafetensorError) as e:
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt download?): {e}") from e
 
 

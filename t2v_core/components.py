@@ -12,6 +12,7 @@ import torch
 from . import keymaps
 from . import ops as default_ops
 from .checkpoint import CheckpointError
+from .schedule import NoiseSchedule
 from .text_encoder import TextEncoder, TextEncoderConfig
 from .unet3d import UNet3D, UNet3DConfig
 from .vae import AutoencoderKL, VAEConfig
@@ -31,6 +32,34 @@ def _name_list(keys):
     keys = sorted(keys)
     more = f" and {len(keys) - MAX_LISTED} more" if len(keys) > MAX_LISTED else ""
     return ", ".join(keys[:MAX_LISTED]) + more
+
+
+def check_norm_groups(channels, groups, source):
+    """GroupNorm splits every level's channels into ``groups``; an error naming the config's key otherwise."""
+    if not isinstance(groups, int) or groups < 1 or any(c % groups for c in channels):
+        raise CheckpointError(f"{source}: norm_num_groups {groups!r} does not divide the channel counts "
+                              f"{tuple(channels)} of the weights; published checkpoints use 32")
+
+
+SCHEDULE_FIELDS = ("beta_start", "beta_end", "num_train_timesteps")
+
+
+def noise_schedule(config, source, keys=None):
+    """The ``NoiseSchedule`` a config gives (``keys``: the fields it sets -> the config's key for each; default
+    all three under their own names), or an error naming the file and the key of a value that makes no schedule."""
+    keys = keys or {field: field for field in SCHEDULE_FIELDS}
+    values = {field: config[key] for field, key in keys.items() if key in config}
+    schedule = NoiseSchedule(**values)
+    steps = schedule.num_train_timesteps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise CheckpointError(f"{source}: {keys.get('num_train_timesteps', 'num_train_timesteps')} is {steps!r}; "
+                              f"expected a whole number of training timesteps, at least 2 (published: 1000)")
+    for field, low, high in (("beta_start", 0, schedule.beta_end), ("beta_end", schedule.beta_start, 1)):
+        value = getattr(schedule, field)
+        if not isinstance(value, (int, float)) or not low < value < high:
+            raise CheckpointError(f"{source}: {keys.get(field, field)} is {value!r}; the noise schedule needs "
+                                  f"0 < beta_start < beta_end < 1 (published checkpoints: 0.00085 and 0.012)")
+    return schedule
 
 
 def file_key(keymap):
@@ -144,11 +173,14 @@ def infer_unet_config(state, keymap, source, head_dim=None, norm_groups=32):
     )
 
 
-def build_unet(state, layout, source, dtype, head_dim=None, norm_groups=32, ops=default_ops, weight_dtype=None):
+def build_unet(state, layout, source, dtype, head_dim=None, norm_groups=32, ops=default_ops, weight_dtype=None,
+               config_source=None):
     """``layout``: "original" (UNetSD names) or "diffusers" (our own names). ``ops``: the layer classes (a host's,
-    such as ``comfy.ops.manual_cast``, or t2v_core's own); ``weight_dtype``: see ``storage_dtype``."""
+    such as ``comfy.ops.manual_cast``, or t2v_core's own); ``weight_dtype``: see ``storage_dtype``.
+    ``config_source``: the file ``head_dim`` and ``norm_groups`` come from (default ``source``)."""
     keymap = unet_keymap(state, layout, source)
     cfg = infer_unet_config(state, keymap, source, head_dim, norm_groups)
+    check_norm_groups(cfg.block_out_channels, norm_groups, config_source or source)
     with torch.device("meta"):
         model = UNet3D(cfg, ops=ops)
     return assign_weights(model, state, keymap, source, dtype, weight_dtype=weight_dtype)
@@ -179,10 +211,12 @@ def infer_vae_config(state, keymap, source, norm_groups=32, scaling_factor=VAECo
     )
 
 
-def build_vae(state, layout, source, dtype, norm_groups=32, scaling_factor=VAEConfig.scaling_factor, ops=default_ops):
+def build_vae(state, layout, source, dtype, norm_groups=32, scaling_factor=VAEConfig.scaling_factor, ops=default_ops,
+              config_source=None):
     """``layout``: "ldm" (the original autoencoder's names, without a prefix) or "diffusers" (our own names)."""
     keymap = vae_keymap(state, layout)
     cfg = infer_vae_config(state, keymap, source, norm_groups, scaling_factor)
+    check_norm_groups(cfg.block_out_channels, norm_groups, config_source or source)
     with torch.device("meta"):
         model = AutoencoderKL(cfg, ops=ops)
     return assign_weights(model, state, keymap, source, dtype)

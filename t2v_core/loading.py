@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from .checkpoint import CheckpointError, is_safetensors, read_json, read_safetensors_metadata, read_state_dict
 from . import keymaps
 from . import ops as default_ops
-from .components import build_text_encoder, build_unet, build_vae, export_state, text_keymap
+from .components import build_text_encoder, build_unet, build_vae, export_state, noise_schedule, text_keymap
 from .pipeline import Pipeline
 from .schedule import NoiseSchedule
 from .vae import VAEConfig
@@ -43,16 +43,18 @@ def _strip_prefix(state, prefix):
 
 # --- One component from one file -------------------------------------------------------------------------------
 
-def unet_from_state(state, source, dtype, head_dim=None, norm_groups=32, ops=default_ops, weight_dtype=None):
+def unet_from_state(state, source, dtype, head_dim=None, norm_groups=32, ops=default_ops, weight_dtype=None,
+                    config_source=None):
     state = _strip_prefix(state, _UNET_PREFIX)
     layout = "original" if any(k.startswith("input_blocks.") for k in state) else "diffusers"
-    return build_unet(state, layout, source, dtype, head_dim, norm_groups, ops, weight_dtype)
+    return build_unet(state, layout, source, dtype, head_dim, norm_groups, ops, weight_dtype, config_source)
 
 
-def vae_from_state(state, source, dtype, norm_groups=32, scaling_factor=VAEConfig.scaling_factor, ops=default_ops):
+def vae_from_state(state, source, dtype, norm_groups=32, scaling_factor=VAEConfig.scaling_factor, ops=default_ops,
+                   config_source=None):
     state = _strip_prefix(state, _VAE_PREFIX)
     layout = "ldm" if any(k.startswith("encoder.down.") for k in state) else "diffusers"
-    return build_vae(state, layout, source, dtype, norm_groups, scaling_factor, ops=ops)
+    return build_vae(state, layout, source, dtype, norm_groups, scaling_factor, ops=ops, config_source=config_source)
 
 
 def text_encoder_from_state(state, source, dtype, heads=None, ops=default_ops):
@@ -105,7 +107,8 @@ def _vae_from_folder(folder, dtype, variant=None, ops=default_ops):
     cfg = _config(folder)
     file = _pick_weights(folder, DIFFUSERS_WEIGHTS, variant)
     return vae_from_state(read_state_dict(file), file, dtype, norm_groups=cfg.get("norm_num_groups", 32),
-                          scaling_factor=cfg.get("scaling_factor") or VAEConfig.scaling_factor, ops=ops)
+                          scaling_factor=cfg.get("scaling_factor") or VAEConfig.scaling_factor, ops=ops,
+                          config_source=folder / "config.json")
 
 
 def _load_diffusers(path, dtype, variant, own_vae, ops, weight_dtype):
@@ -116,12 +119,13 @@ def _load_diffusers(path, dtype, variant, own_vae, ops, weight_dtype):
     text_cfg, sched_cfg = _config(path / "text_encoder"), _config(path / "scheduler", "scheduler_config.json")
     unet_file = _pick_weights(path / "unet", DIFFUSERS_WEIGHTS, variant)
     unet = unet_from_state(read_state_dict(unet_file), unet_file, dtype, head_dim=unet_cfg.get("attention_head_dim"),
-                           norm_groups=unet_cfg.get("norm_num_groups", 32), ops=ops, weight_dtype=weight_dtype)
+                           norm_groups=unet_cfg.get("norm_num_groups", 32), ops=ops, weight_dtype=weight_dtype,
+                           config_source=path / "unet" / "config.json")
     vae = _vae_from_folder(path / "vae", dtype, variant, ops) if own_vae else None
     text_file = _pick_weights(path / "text_encoder", text_weights, variant)
     text_encoder = text_encoder_from_state(read_state_dict(text_file), text_file, dtype,
                                            heads=text_cfg.get("num_attention_heads"), ops=ops)
-    schedule = NoiseSchedule(**{k: sched_cfg[k] for k in ("beta_start", "beta_end", "num_train_timesteps") if k in sched_cfg})
+    schedule = noise_schedule(sched_cfg, path / "scheduler" / "scheduler_config.json")
     return unet, vae, text_encoder, schedule
 
 
@@ -141,7 +145,7 @@ def _load_original(path, dtype, vae_path, ops, weight_dtype):
                            ops=ops, weight_dtype=weight_dtype)
     vae = None if vae_path is not None else vae_from_state(read_state_dict(files["vae"]), files["vae"], dtype, ops=ops)
     text_encoder = text_encoder_from_state(read_state_dict(files["text_encoder"]), files["text_encoder"], dtype, ops=ops)
-    schedule = NoiseSchedule(num_train_timesteps=model_cfg.get("num_timesteps", 1000))
+    schedule = noise_schedule(model_cfg, path / ORIGINAL_FILES["config"], {"num_train_timesteps": "num_timesteps"})
     return unet, vae, text_encoder, schedule
 
 
@@ -158,7 +162,7 @@ def _load_single_file(path, dtype, ops, weight_dtype):
     vae = build_vae(parts["vae"], "diffusers", path, dtype, **meta.get("vae", {}), ops=ops) if parts["vae"] else None
     text_encoder = (build_text_encoder(parts["text_encoder"], "native", path, dtype, **meta.get("text_encoder", {}), ops=ops)
                     if parts["text_encoder"] else None)
-    return unet, vae, text_encoder, NoiseSchedule(**meta.get("schedule", {}))
+    return unet, vae, text_encoder, noise_schedule(meta.get("schedule", {}), path)
 
 
 def load_vae(path, dtype=torch.float32, ops=default_ops):

@@ -173,6 +173,10 @@ def match_lora(state, unet=None, text_encoder=None, source="LoRA"):
             raise LoraError(f"{source}: {module} has no {missing} factor")
         keys = tuple(key for key, _ in factors.values())
         tensors = {role: tensor for role, (_, tensor) in factors.items()}
+        broken = [key for key, tensor in factors.values() if not tensor.is_meta and not torch.isfinite(tensor).all()]
+        if broken:
+            raise LoraError(f"{source}: {broken[0]} holds NaN or infinite values; the file is damaged (download "
+                            f"it again) and nothing was applied")
         alpha = tensors.get("alpha")
         weight = LoraWeight(names[module], tensors["up"], tensors["down"], None if alpha is None else float(alpha), keys)
         try:

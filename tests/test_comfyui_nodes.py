@@ -168,16 +168,11 @@ def test_corrupt_checkpoint_names_the_file(comfy):
     assert_still_serving(comfy)
 
 
-@pytest.mark.parametrize("field, value, kind, detail", [
-    ("width", 50, "custom_validation_failed", "width must be a multiple of 8, got 50"),
-    ("height", 36, "custom_validation_failed", "height must be a multiple of 8, got 36"),
-    ("length", 0, "value_smaller_than_min", "length"),
-])
-def test_bad_video_size_is_a_400(comfy, field, value, kind, detail):
+def test_bad_video_size_is_a_400(comfy):
     prompt, _ = tiny_text_to_video()
-    nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo")[0]["inputs"][field] = value
+    nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo")[0]["inputs"]["length"] = 0
     errors = rejected(comfy, prompt, "4")
-    assert any(e["type"] == kind and detail in e["details"] for e in errors), errors
+    assert any(e["type"] == "value_smaller_than_min" and "length" in e["details"] for e in errors), errors
     assert_still_serving(comfy)
 
 
@@ -223,13 +218,6 @@ def test_an_image_model_wired_into_the_sampler_is_refused(comfy):
     entry = comfy.run(prompt)
     message = error_message(entry)
     assert "model: expected a ModelScope text-to-video MODEL" in message and "got a SD15 model" in message
-    assert_still_serving(comfy)
-
-
-def test_unknown_sampler_is_a_400(comfy):
-    prompt, _ = tiny_text_to_video()
-    prompt[SAMPLER]["inputs"]["sampler_name"] = "plms"
-    assert "sampler_name: 'plms' is not one of the options (euler, " in rejected(comfy, prompt, SAMPLER)[0]["details"]
     assert_still_serving(comfy)
 
 

@@ -112,13 +112,10 @@ def test_a_unet_file_is_not_a_vae(comfy, truth):
 # --- Values -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("node, field, value, kind", [
-    ("ModelScopeT2VCheckpointLoader", "dtype", "fp8", "custom_validation_failed"),
     ("ModelScopeT2VSampler", "steps", 0, "value_smaller_than_min"),
     ("ModelScopeT2VSampler", "cfg", -1.0, "value_smaller_than_min"),
     ("ModelScopeT2VSampler", "denoise", 0.0, "value_smaller_than_min"),
-    ("ModelScopeT2VSaveVideo", "format", "avi", "custom_validation_failed"),
     ("ModelScopeT2VSaveVideo", "filename_prefix", "/etc/x", "custom_validation_failed"),
-    ("ModelScopeT2VEmptyLatentVideo", "fill", "ones", "custom_validation_failed"),
     ("ModelScopeT2VEmptyLatentVideo", "batch_size", 0, "value_smaller_than_min"),
 ])
 def test_bad_values_are_400s_naming_the_input(comfy, node, field, value, kind):
@@ -127,14 +124,6 @@ def test_bad_values_are_400s_naming_the_input(comfy, node, field, value, kind):
     spec["inputs"][field] = value
     errors = rejected(comfy, prompt, node_id)
     assert any(e["type"] == kind and field in e["details"] for e in errors), errors
-    assert_still_serving(comfy)
-
-
-def test_huge_video_is_refused_before_allocating(comfy):
-    prompt, _ = tiny_text_to_video(width=1024, height=1024, length=4096)
-    message = run_expecting_error(comfy, prompt)
-    assert re.search(r"needs about [\d.]+ GiB of working memory on \w+, but only [\d.]+ GiB are free", message)
-    assert "fewer frames" in message
     assert_still_serving(comfy)
 
 
