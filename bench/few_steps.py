@@ -56,7 +56,7 @@ def child(size, frames, ddim_steps, comfyui, pack_name):
     from comfy_extras.nodes_easycache import EasyCacheNode, LazyCacheNode
 
     skipped = []
-    logging.basicConfig(level=logging.INFO)
+    logging.getLogger().setLevel(logging.INFO)  # core's caches report their skipped steps at INFO
     logging.getLogger().addHandler(type("Skips", (logging.Handler,), {
         "emit": lambda self, record: skipped.append(record.getMessage()) if "skipped" in record.getMessage() else None})())
     run(model, 1, 1.0, "ddim")  # warm-up

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from test_bad_checkpoints import RunsCode
 from test_comfyui_nodes import SAMPLER, SAVE, assert_still_serving, rejected
