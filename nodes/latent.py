@@ -7,7 +7,6 @@ import torch
 from comfy_api.latest import io
 
 from .. import t2v_core
-from ..t2v_core.unet3d import UNet3DConfig
 from .loader import CATEGORY
 from .types import T2VVae
 from .validation import require_channels, require_choices, require_finite, require_multiple
@@ -16,7 +15,7 @@ SCALE = 8  # pixels per latent cell of every published checkpoint's VAE
 NOISE, ZEROS = "noise", "zeros"
 MEMORY_ADVICE = "Use fewer frames, a smaller width and height, or a smaller batch_size."
 # The UNet of every published checkpoint (ModelScope, zeroscope): the noise node's estimate of what sampling needs.
-PUBLISHED_UNET = UNet3DConfig()
+PUBLISHED_UNET = t2v_core.UNet3DConfig()
 
 
 def progress_bar(total):

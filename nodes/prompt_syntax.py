@@ -18,7 +18,6 @@ import torch
 from comfy.text_encoders.sd2_clip import SD2ClipHTokenizer
 
 from .. import t2v_core
-from ..t2v_core.checkpoint import read_tensors
 
 SPECIAL_TOKENS = {"start": 49406, "end": 49407, "pad": 0}  # OpenCLIP's BOS, EOS and padding
 EMBEDDING_SUFFIXES = ("", ".safetensors", ".pt", ".bin")  # core's order
@@ -41,7 +40,7 @@ def embedding_vectors(path, name):
     """The [tokens, width] vectors of an embedding file (A1111 ``string_to_param``, or its first tensor), read
     without running pickled code; an error naming it when the file is unreadable or holds no vectors."""
     try:
-        content = read_tensors(path)
+        content = t2v_core.read_tensors(path)
     except t2v_core.CheckpointError as error:
         raise ValueError(f"text: embedding:{name}: {error}") from None
     if isinstance(content, dict) and isinstance(content.get("string_to_param"), dict):

@@ -1,5 +1,5 @@
 """ModelScope text-to-video (arXiv 2308.06571) in plain PyTorch: the model, its checkpoint formats and samplers."""
-from .checkpoint import PICKLE_SUFFIXES, CheckpointError
+from .checkpoint import PICKLE_SUFFIXES, CheckpointError, read_tensors
 from .generate import generate, initial_noise, sample
 from .lora import LoraError, apply_lora, match_lora, read_lora
 from .loading import (FOLDER_MARKERS, detect_format, load_pipeline, load_text_encoder, load_unet, load_vae,
@@ -11,12 +11,14 @@ from .preview import latent_strip
 from .prompts import ScheduleError, encode_prompt_schedule, interpolate_contexts, parse_prompt_schedule
 from .samplers import SAMPLERS, step_noise
 from .schedule import NoiseSchedule, lcm_denoised, variance_preserving
+from .unet3d import UNet3DConfig
 from .video import temporary_file, to_uint8, write_video
 
 __all__ = ["BlockPatches", "CheckpointError", "DTYPES", "FOLDER_MARKERS", "LoraError", "MissingComponent",
            "NoiseSchedule", "NotEnoughMemory", "PICKLE_SUFFIXES", "Pipeline", "SAMPLERS", "ScheduleError",
+           "UNet3DConfig",
            "apply_lora", "check_fits", "detect_format", "encode_prompt_schedule", "freeu", "generate",
            "initial_noise", "interpolate_contexts", "latent_strip", "lcm_denoised", "load_pipeline",
-           "load_text_encoder", "load_unet", "load_vae", "match_lora", "parse_prompt_schedule", "read_lora", "sample",
+           "load_text_encoder", "load_unet", "load_vae", "match_lora", "parse_prompt_schedule", "read_lora", "read_tensors", "sample",
            "sampling_bytes", "save_single_file", "step_noise", "temporary_file", "to_uint8", "variance_preserving",
            "write_video"]
