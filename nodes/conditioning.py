@@ -3,7 +3,8 @@ from comfy_api.latest import io
 
 from .. import t2v_core
 from .loader import CATEGORY
-from .types import FRAMES, T2VClip
+from .clip import require_t2v_clip
+from .types import FRAMES
 
 
 class TextEncode(io.ComfyNode):
@@ -16,7 +17,7 @@ class TextEncode(io.ComfyNode):
             description="Encodes a prompt with the OpenCLIP text encoder, in ComfyUI's prompt syntax: (word:1.3) "
                         "weights, embedding:name, prompts of any length in 77-token chunks, as core CLIPTextEncode.",
             inputs=[
-                T2VClip.Input("clip", tooltip="The text encoder from the ModelScope T2V checkpoint loader."),
+                io.Clip.Input("clip", tooltip="The text encoder from the ModelScope T2V checkpoint loader."),
                 io.String.Input("text", multiline=True, dynamic_prompts=True,
                                 tooltip="What the video shows (positive), or what to steer away from (negative), in "
                                         "English. (word:1.3) weighs a part, (word) is 1.1, \\( a literal bracket; "
@@ -27,7 +28,8 @@ class TextEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, text) -> io.NodeOutput:
-        return io.NodeOutput([[clip.encode(text), {}]])
+        clip = require_t2v_clip(clip)
+        return io.NodeOutput(clip.encode_from_tokens_scheduled(clip.tokenize(text)))  # as core CLIPTextEncode
 
 
 class PromptSchedule(io.ComfyNode):
@@ -41,7 +43,7 @@ class PromptSchedule(io.ComfyNode):
                         "the frames between two keyframes a blend of both, while the temporal layers keep the "
                         "motion coherent.",
             inputs=[
-                T2VClip.Input("clip", tooltip="The text encoder from the ModelScope T2V checkpoint loader."),
+                io.Clip.Input("clip", tooltip="The text encoder from the ModelScope T2V checkpoint loader."),
                 io.String.Input("text", multiline=True, default="0: a calm sea\n-1: a storm at sea",
                                 tooltip="One keyframe per line, 'FRAME: prompt' (frames from 0; -1 is the last). "
                                         "Frames before the first keyframe read its prompt, after the last likewise."),
@@ -54,6 +56,7 @@ class PromptSchedule(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, text, length) -> io.NodeOutput:
+        clip = require_t2v_clip(clip)
         try:
             context = t2v_core.encode_prompt_schedule(clip.encode, text, length)  # [1, F, 77, D]
         except t2v_core.ScheduleError as error:

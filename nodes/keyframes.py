@@ -10,9 +10,8 @@ import re
 import torch
 from comfy_api.latest import io
 
-from .latent import check_frame_size, progress_bar
 from .loader import CATEGORY
-from .types import T2VVae
+from .vae import require_t2v_vae
 from .validation import require_finite
 
 
@@ -47,7 +46,7 @@ class Keyframes(io.ComfyNode):
             description="Places images at frames of a clip and keeps them while the sampler makes the other frames: "
                         "image-to-video from a first frame, from first and last frames, or any keyframes.",
             inputs=[
-                T2VVae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
+                io.Vae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
                 io.Image.Input("images", tooltip="The keyframes, in the order of frames, or a whole video: its last "
                                                  "frames go to 'frames' (to continue it). Width and height multiples "
                                                  "of 8 (they set the video's size)."),
@@ -66,11 +65,11 @@ class Keyframes(io.ComfyNode):
     @classmethod
     def execute(cls, vae, images, length, frames, strength) -> io.NodeOutput:
         require_finite(strength=strength)
-        check_frame_size(images, vae.scale_factor)
+        vae = require_t2v_vae(vae)
         indices = keyframe_indices(frames, length, len(images))
         images = images[-len(indices):] if len(images) > len(indices) else images  # a video: its last frames go on
         count = len(images)
-        encoded = vae.encode(images[None, ..., :3], progress=progress_bar(count))  # [1, C, count, h, w]
+        encoded = vae.encode_video(images, "images")  # [1, C, count, h, w]
         encoded = encoded.expand(-1, -1, len(indices), -1, -1) if count == 1 else encoded
         samples = torch.zeros(encoded.shape[:2] + (length,) + encoded.shape[3:])
         mask = torch.ones(1, 1, length, *encoded.shape[3:])

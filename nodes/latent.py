@@ -2,14 +2,13 @@
 import math
 
 import comfy.model_management as mm
-import comfy.utils
 import torch
 from comfy_api.latest import io
 
 from .. import t2v_core
 from .loader import CATEGORY
-from .types import T2VVae
-from .validation import require_channels, require_choices, require_finite, require_multiple
+from .vae import STRIPE_ROWS, require_t2v_vae
+from .validation import require_choices, require_finite, require_multiple, require_video_samples
 
 SCALE = 8  # pixels per latent cell of every published checkpoint's VAE
 NOISE, ZEROS = "noise", "zeros"
@@ -18,31 +17,9 @@ MEMORY_ADVICE = "Use fewer frames, a smaller width and height, or a smaller batc
 PUBLISHED_UNET = t2v_core.UNet3DConfig()
 
 
-def progress_bar(total):
-    """A ``progress(done, total)`` callback that moves ComfyUI's progress bar and stops on /interrupt."""
-    bar = comfy.utils.ProgressBar(total)
-
-    def progress(done, total):
-        mm.throw_exception_if_processing_interrupted()
-        bar.update_absolute(done, total)
-
-    return progress
-
-
 def video_latents(latent, input_name, channels=None, dtype=None):
-    """The [B, C, F, h, w] samples of a LATENT input, or an error naming the input. ``channels``: the latent
-    channels of the model or VAE it goes to; ``dtype``: the compute dtype there (for the hint on NaN)."""
-    samples = latent["samples"]
-    if samples.ndim != 5:
-        raise ValueError(f"{input_name}: expected a 5-D video latent [batch, 4, frames, height/8, width/8], got shape "
-                         f"{list(samples.shape)}. Image latents (e.g. from Empty Latent Image) cannot be used here.")
-    if channels is not None:
-        require_channels(input_name, samples.shape, channels)
-    if not torch.isfinite(samples).all():
-        hint = " (try fp32 or bf16 instead of fp16)" if dtype == torch.float16 else ""
-        raise ValueError(f"{input_name}: the latent contains NaN or infinite values; the step that produced it "
-                         f"failed{hint}.")
-    return samples
+    """The [B, C, F, h, w] samples of a LATENT input, or an error naming the input (``require_video_samples``)."""
+    return require_video_samples(latent["samples"], input_name, channels, dtype)
 
 
 def require_sampler_inputs(t2v, latent, sampler_name, samplers, cfg, eta):
@@ -51,14 +28,6 @@ def require_sampler_inputs(t2v, latent, sampler_name, samplers, cfg, eta):
     require_finite(cfg=cfg, eta=eta)
     require_choices(sampler_name=(sampler_name, samplers))
     video_latents(latent, "latent", t2v.diffusion_model.unet.config.in_channels, t2v.compute_dtype)
-
-
-def check_frame_size(images, scale_factor):
-    """An error naming the input unless the frames of an IMAGE input are a whole number of latent cells."""
-    _, height, width, _ = images.shape
-    if height % scale_factor or width % scale_factor:
-        raise ValueError(f"images: width and height must be multiples of {scale_factor}, got {width}x{height}; "
-                         f"resize the frames first (e.g. Upscale Image to 1024x576 for zeroscope XL).")
 
 
 def check_sampling_memory(shape):
@@ -131,7 +100,7 @@ class Decode(io.ComfyNode):
             category=CATEGORY,
             description="Decodes video latents into frames, a few frames at a time so memory does not grow with length.",
             inputs=[
-                T2VVae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
+                io.Vae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
                 io.Latent.Input("samples", tooltip="Video latents [batch, 4, frames, h, w] from the sampler."),
                 io.Boolean.Input("tiled", default=False, optional=True, tooltip=TILED_TOOLTIP),
             ],
@@ -140,10 +109,8 @@ class Decode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, samples, tiled=False) -> io.NodeOutput:
-        latents = video_latents(samples, "samples", vae.latent_channels, vae.dtype)
-        progress = progress_bar(latents.shape[0] * latents.shape[2])
-        video = vae.decode(latents, progress=progress, tiled=tiled)  # [B, F, H, W, 3]
-        return io.NodeOutput(video.flatten(0, 1))
+        video = require_t2v_vae(vae).decode_video(samples["samples"], stripe_rows=STRIPE_ROWS if tiled else None)
+        return io.NodeOutput(video.flatten(0, 1))  # [B, F, H, W, 3] -> [B x F, H, W, 3]
 
 
 class Encode(io.ComfyNode):
@@ -155,7 +122,7 @@ class Encode(io.ComfyNode):
             category=CATEGORY,
             description="Encodes frames into one video latent, for video-to-video and zeroscope XL upscaling.",
             inputs=[
-                T2VVae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
+                io.Vae.Input("vae", tooltip="The VAE from the ModelScope T2V checkpoint loader."),
                 io.Image.Input("images", tooltip="The frames of one video, in order; width and height multiples of 8."),
                 io.Boolean.Input("tiled", default=False, optional=True, tooltip=TILED_TOOLTIP),
             ],
@@ -164,6 +131,5 @@ class Encode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, images, tiled=False) -> io.NodeOutput:
-        check_frame_size(images, vae.scale_factor)
-        latents = vae.encode(images[None, ..., :3], progress=progress_bar(images.shape[0]), tiled=tiled)
+        latents = require_t2v_vae(vae).encode_video(images, "images", stripe_rows=STRIPE_ROWS if tiled else None)
         return io.NodeOutput({"samples": latents})

@@ -4,7 +4,6 @@ from comfy_api.latest import io
 
 from . import paths
 from .model import DTYPES, WEIGHT_DTYPES, load_checkpoint
-from .types import T2VClip, T2VVae
 from .validation import check_choices, require_choices
 
 CATEGORY = "ModelScope T2V"
@@ -52,8 +51,10 @@ class CheckpointLoader(io.ComfyNode):
             ],
             outputs=[
                 io.Model.Output(tooltip="The spatio-temporal UNet."),
-                T2VClip.Output(tooltip="The OpenCLIP ViT-H/14 text encoder."),
-                T2VVae.Output(tooltip="The KL autoencoder that turns latents into frames."),
+                io.Clip.Output(tooltip="The OpenCLIP ViT-H/14 text encoder, a core CLIP: the pack's Text Encode and "
+                                       "core CLIPTextEncode, LoraLoader, CLIPSetLastLayer take it."),
+                io.Vae.Output(tooltip="The KL autoencoder that turns latents into frames, a core VAE: the pack's "
+                                      "Decode / Encode and core VAEDecode(Tiled) / VAEEncode(Tiled) take it."),
             ],
         )
 

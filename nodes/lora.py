@@ -1,9 +1,9 @@
-"""LoRA on the pack's MODEL and T2V_CLIP through ComfyUI's own LoRA patches.
+"""LoRA on the pack's MODEL and CLIP through ComfyUI's own LoRA patches.
 
 Core's loaders (LoraLoaderModelOnly, LoraLoader) find a LoRA's weights through key maps of core's UNets, which
-know nothing of this one. ``install`` routes a ModelScope T2V MODEL through t2v_core's matching (diffusers/PEFT,
-kohya and Stable LoRA names) instead; the result is core's patches on a clone of the MODEL, so strength, partial
-loading and unpatching behave as for core models. Every other model takes core's path unchanged.
+know nothing of this one. ``install`` routes a ModelScope T2V MODEL and CLIP through t2v_core's matching
+(diffusers/PEFT, kohya and Stable LoRA names) instead; the result is core's patches on clones of them, so strength,
+partial loading and unpatching behave as for core models. Every other model takes core's path unchanged.
 """
 import functools
 import logging
@@ -17,9 +17,9 @@ import torch
 from comfy_api.latest import io
 
 from .. import t2v_core
+from .clip import TextEncoder, require_t2v_clip
 from .loader import CATEGORY
 from .model import T2VModel, require_t2v_model
-from .types import T2VClip
 from .validation import check_choices, require_finite
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,15 @@ def warn_unmatched(found, name, text_handled):
     unused = len(found.unmatched) + text
     if not unused:
         return
-    detail = (f"{text} text-encoder keys need the ModelScope T2V LoRA Loader, which also patches the T2V_CLIP"
+    detail = (f"{text} text-encoder keys need a LoRA loader that also patches the CLIP (core LoraLoader, or the "
+              f"ModelScope T2V LoRA Loader)"
               if text else f"first unmatched: {', '.join(found.unmatched[:3])}")
     log.warning("ModelScope T2V LoRA %s: %d of %d keys matched this model (%s).", name, found.total_keys - unused,
                 found.total_keys, detail)
 
 
 def patch(model, lora, strength_model, name, clip=None, strength_clip=0.0, text_handled=False):
-    """A MODEL clone carrying ``lora``'s UNet part, a T2V_CLIP clone carrying its text part (None without ``clip``),
+    """A MODEL clone carrying ``lora``'s UNet part, a CLIP clone carrying its text part (None without ``clip``),
     and t2v_core's match. ``text_handled``: a core CLIP takes the text part instead."""
     require_finite(strength_model=strength_model, strength_clip=strength_clip)
     found = t2v_core.match_lora(lora, model.model.diffusion_model.unet,
@@ -96,8 +97,10 @@ def install():
     def load_lora_for_models(model, clip, lora, strength_model, strength_clip, *args, **kwargs):
         if model is None or not isinstance(model.model, T2VModel):
             return original(model, clip, lora, strength_model, strength_clip, *args, **kwargs)
-        new_model, _, found = patch(model, lora, strength_model, lora_name() or "(unnamed)",
-                                    text_handled=clip is not None)
+        name = lora_name() or "(unnamed)"
+        if isinstance(clip, TextEncoder):
+            return patch(model, lora, strength_model, name, clip, strength_clip)[:2]
+        new_model, _, found = patch(model, lora, strength_model, name, text_handled=clip is not None)
         if clip is None:
             return new_model, None
         unet_keys = {key for weight in found.of("unet") for key in weight.keys}
@@ -120,7 +123,7 @@ class LoraLoader(io.ComfyNode):
                         "Core's LoraLoaderModelOnly applies the UNet part alone.",
             inputs=[
                 io.Model.Input("model", tooltip="The UNet from the ModelScope T2V checkpoint loader."),
-                T2VClip.Input("clip", tooltip="The text encoder from the ModelScope T2V checkpoint loader."),
+                io.Clip.Input("clip", tooltip="The text encoder from the ModelScope T2V checkpoint loader."),
                 io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
                                tooltip="A LoRA file in models/loras."),
                 io.Float.Input("strength_model", default=1.0, min=-100.0, max=100.0, step=0.01,
@@ -129,7 +132,7 @@ class LoraLoader(io.ComfyNode):
                                tooltip="How strongly the text encoder is changed."),
             ],
             outputs=[io.Model.Output(tooltip="The UNet with the LoRA."),
-                     T2VClip.Output(tooltip="The text encoder with the LoRA (unchanged if the file has no part for it).")],
+                     io.Clip.Output(tooltip="The text encoder with the LoRA (unchanged if the file has no part for it).")],
         )
 
     @classmethod
@@ -139,6 +142,7 @@ class LoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, lora_name, strength_model, strength_clip) -> io.NodeOutput:
         require_t2v_model(model)
+        require_t2v_clip(clip)
         lora = t2v_core.read_lora(folder_paths.get_full_path_or_raise("loras", lora_name))
         new_model, new_clip, _ = patch(model, lora, strength_model, lora_name, clip, strength_clip)
         return io.NodeOutput(new_model, new_clip)

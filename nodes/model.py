@@ -1,15 +1,13 @@
 """t2v_core networks handed to ComfyUI's model management.
 
 The UNet becomes a core ``BaseModel`` (epsilon prediction, SD's beta schedule, a 3-D latent format), so core
-samplers can drive it too; the text encoder and the VAE get ModelPatchers of their own. A checkpoint is loaded
+samplers can drive it too; the text encoder and the VAE become core's CLIP and VAE (``clip``, ``vae``). A checkpoint is loaded
 once for as long as any of its outputs is alive.
 """
-import copy
 import logging
 import os
 import threading
 import weakref
-from functools import partial
 
 import comfy.conds
 import comfy.latent_formats
@@ -23,10 +21,11 @@ import torch
 from torch import nn
 
 from .. import t2v_core
-from .types import FRAMES
-from . import prompt_syntax
+from .clip import TextEncoder
 from .layers import OPS
 from .patches import block_patches
+from .types import FRAMES
+from .vae import VAE
 from .validation import require_channels
 
 log = logging.getLogger(__name__)
@@ -152,63 +151,6 @@ class T2VModel(comfy.model_base.BaseModel):
         batch, _, frames, height, width = input_shape
         return t2v_core.sampling_bytes(self.diffusion_model.unet.config, batch, frames, height, width,
                                        self.compute_dtype)
-
-
-class TextEncoder:
-    """The T2V_CLIP value: the OpenCLIP text tower with its tokenizer."""
-
-    def __init__(self, pipe, checkpoint):
-        self.pipe = pipe
-        self.checkpoint = checkpoint  # keeps the cache entry alive while this is in use
-        self.patcher = comfy.model_patcher.ModelPatcher(
-            pipe.text_encoder, load_device=mm.text_encoder_device(), offload_device=mm.text_encoder_offload_device())
-
-    def clone(self):
-        """The same text tower with a patcher of its own (for LoRA patches)."""
-        new = copy.copy(self)
-        new.patcher = self.patcher.clone()
-        return new
-
-    def encode(self, text):
-        """[1, 77 x chunks, D] context for ``text`` in ComfyUI's prompt syntax, in the compute dtype, on ComfyUI's
-        intermediate device."""
-        mm.load_models_gpu([self.patcher])
-        device = self.patcher.load_device  # where the tower computes, even with some weights offloaded
-        return prompt_syntax.encode(text, partial(self.pipe.encode_tokens, device=device),
-                                    self.pipe.text_encoder.config.width).to(mm.intermediate_device())
-
-
-# The Decode and Encode nodes' ``tiled``: one frame at a time in stripes of 64 rows (t2v_core.vae_stripes).
-STRIPES = {"frames_per_chunk": 1, "stripe_rows": 64}
-
-
-class VAE:
-    """The T2V_VAE value: the KL autoencoder, decoding and encoding whole videos a few frames at a time."""
-
-    def __init__(self, pipe, checkpoint):
-        self.pipe = pipe
-        self.checkpoint = checkpoint
-        self.patcher = comfy.model_patcher.ModelPatcher(pipe.vae, load_device=mm.vae_device(), offload_device=mm.vae_offload_device())
-
-    @property
-    def scale_factor(self):
-        return self.pipe.vae_scale_factor
-
-    @property
-    def latent_channels(self):
-        return self.pipe.vae.config.latent_channels
-
-    @property
-    def dtype(self):
-        return self.pipe.dtype
-
-    def decode(self, latents, progress=None, tiled=False):
-        mm.load_models_gpu([self.patcher])
-        return self.pipe.decode(latents, progress=progress, **(STRIPES if tiled else {})).to(mm.intermediate_device())
-
-    def encode(self, video, progress=None, tiled=False):
-        mm.load_models_gpu([self.patcher])
-        return self.pipe.encode(video, progress=progress, **(STRIPES if tiled else {})).to(mm.intermediate_device())
 
 
 def check_sampling(executor, noise, latent_image, *args, **kwargs):

@@ -114,9 +114,15 @@ def token_ids(batches):
     return ids, vectors
 
 
-def encode(text, encode_tokens, width):
-    """The context [1, 77 x chunks, D] of ``text``; ``encode_tokens(ids, vectors)`` runs the text tower, ``width``
-    wide."""
+def tokenize(text, width, return_word_ids=False):
+    """Core's token batches of ``text``: 77-token chunks of (token or embedding vector, weight) pairs, for a text
+    tower ``width`` wide."""
     check_weights(text)
-    pairs = tokenizer(tuple(folder_paths.get_folder_paths("embeddings")), width).tokenize_with_weights(text)
-    return WeightedEncoder(lambda batches: encode_tokens(*token_ids(batches))).encode_token_weights(pairs)[0]
+    return tokenizer(tuple(folder_paths.get_folder_paths("embeddings")), width).tokenize_with_weights(text,
+                                                                                                   return_word_ids)
+
+
+def encode(batches, encode_tokens):
+    """The context [1, 77 x chunks, D] of ``tokenize``'s batches; ``encode_tokens(ids, vectors)`` runs the text
+    tower."""
+    return WeightedEncoder(lambda ids: encode_tokens(*token_ids(ids))).encode_token_weights(batches)[0]

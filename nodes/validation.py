@@ -7,6 +7,8 @@ when the node runs, by the functions here, before it loads or allocates anything
 """
 import math
 
+import torch
+
 
 def choice_error(name, value, options):
     """None, or a message naming ``name`` when ``value`` is not one of ``options``."""
@@ -53,3 +55,18 @@ def require_channels(input_name, shape, channels):
         raise ValueError(f"{input_name}: a latent of {shape[1]} channels {list(shape)}, this model reads {channels}; "
                          f"it comes from another model's node (e.g. a Hunyuan or Wan empty latent): make it with "
                          f"ModelScope T2V Noise Video or Encode.")
+
+
+def require_video_samples(samples, input_name, channels=None, dtype=None):
+    """``samples`` if they are video latents [B, C, F, h, w], else an error naming the input. ``channels``: the
+    latent channels of the model or VAE they go to; ``dtype``: the compute dtype there (for the hint on NaN)."""
+    if samples.ndim != 5:
+        raise ValueError(f"{input_name}: expected a 5-D video latent [batch, 4, frames, height/8, width/8], got shape "
+                         f"{list(samples.shape)}. Image latents (e.g. from Empty Latent Image) cannot be used here.")
+    if channels is not None:
+        require_channels(input_name, samples.shape, channels)
+    if not torch.isfinite(samples).all():
+        hint = " (try fp32 or bf16 instead of fp16)" if dtype == torch.float16 else ""
+        raise ValueError(f"{input_name}: the latent contains NaN or infinite values; the step that produced it "
+                         f"failed{hint}.")
+    return samples

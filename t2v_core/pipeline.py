@@ -66,13 +66,14 @@ class Pipeline:
         return text_encoder(tokens, dtype=self.dtype)
 
     @torch.no_grad()
-    def encode_tokens(self, tokens, embeddings=(), device=None):
+    def encode_tokens(self, tokens, embeddings=(), device=None, layers=None):
         """Token ids [B, 77] -> context [B, 77, D] in the pipeline's dtype; ``embeddings``: (row, position, vector)
         triples put in place of those tokens' input embeddings (textual-inversion vectors). ``device``: where to
-        compute, when a host keeps part of the weights elsewhere (default: where the weights are)."""
+        compute, when a host keeps part of the weights elsewhere (default: where the weights are). ``layers``: read
+        the context after that many blocks (default: the model's, the penultimate of the file's)."""
         text_encoder = self._require("text_encoder")
         device = device or module_device(text_encoder)
-        return text_encoder(tokens.to(device), dtype=self.dtype, embeddings=embeddings)
+        return text_encoder(tokens.to(device), dtype=self.dtype, embeddings=embeddings, layers=layers)
 
     @torch.no_grad()
     def decode(self, latents, frames_per_chunk=4, progress=None, stripe_rows=None, device=None):

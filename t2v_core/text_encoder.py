@@ -88,15 +88,15 @@ class TextEncoder(nn.Module):
         self.transformer = Blocks(cfg, ops=ops)
         self.ln_final = ops.LayerNorm(cfg.width)
 
-    def forward(self, tokens, dtype=torch.float32, embeddings=()):
+    def forward(self, tokens, dtype=torch.float32, embeddings=(), layers=None):
         """``embeddings``: (row, position, vector) triples whose vectors replace those tokens' input embeddings
-        (textual inversion)."""
+        (textual inversion). ``layers``: run only the first that many blocks (default: all that are built)."""
         x = self.token_embedding(tokens).to(dtype)  # [B, 77] -> [B, 77, width]
         for row, position, vector in embeddings:
             x[row, position] = vector.to(x)
         # A parameter, not a layer (77 x width): cast to the input's device and dtype wherever a host keeps it.
         x = x + default_ops.cast(self.positional_embedding, x)
-        for block in self.transformer.resblocks:
+        for block in self.transformer.resblocks[:layers]:
             x = block(x)
         return self.ln_final(x)
 

@@ -14,9 +14,10 @@ Printed: the differences, what the partial load left offloaded, the warnings for
 apply, and the MODEL's memory estimate.
 
 prompt_syntax: core CLIPLoader's text encoder (CLIP_FILE, an OpenCLIP ViT-H file, fp32 as --fp32-text-enc) and
-CLIPTextEncode's encoding against the pack's Text Encode on CHECKPOINT's copy of the same tower, for prompts with
-weights, nesting, escapes, an embedding from EMBEDDINGS and more than 75 tokens; and the pack's errors for an
-embedding that is missing or 768 wide.
+CLIPTextEncode's encoding against the pack's CLIP on CHECKPOINT's copy of the same tower, for prompts with
+weights, nesting, escapes, an embedding from EMBEDDINGS and more than 75 tokens, and at earlier layers (core's
+clip_layer, CLIPSetLastLayer's); and the pack's errors for an embedding that is missing or 768 wide, and for core's
+CLIP (of SD 2.x) wired into its Text Encode.
 
 context_windows: the frame windows and blend weights of core's context handler (standard_static schedule,
 overlap-linear fuse), fused as core fuses them, against t2v_core's ``context_windows``, for several clip lengths.
@@ -157,13 +158,23 @@ def prompt_syntax(checkpoint, clip_file, embeddings):
                          "differs_from_plain": None}
     plain = ours.encode(PROMPTS["plain"])
     results["weighted"]["differs_from_plain"] = (ours.encode(PROMPTS["weighted"]) - plain).abs().max().item()
+    layers = {}
+    for layer in (-3, -12, -24):
+        core_layer, our_layer = core.clone(), ours.clone()
+        core_layer.clip_layer(layer)
+        our_layer.clip_layer(layer)
+        layers[layer] = (our_layer.encode(PROMPTS["weighted"]) - core_layer.encode(PROMPTS["weighted"])).abs().max().item()
     errors = {}
-    for name in ("not_there", "sd15_style"):
+    text_encode = importlib.import_module(f"{pack_name}.nodes").TextEncode
+    for name, run in (("not_there", lambda: ours.encode("a fox, embedding:not_there")),
+                      ("sd15_style", lambda: ours.encode("a fox, embedding:sd15_style")),
+                      ("core_clip", lambda: text_encode.execute(core, "a fox"))):
         try:
-            ours.encode(f"a fox, embedding:{name}")
+            run()
         except ValueError as error:
             errors[name] = str(error)
-    print(json.dumps({"prompts": results, "errors": errors, "core_dtype": str(next(core.cond_stage_model.parameters()).dtype)}))
+    print(json.dumps({"prompts": results, "layers": layers, "errors": errors,
+                      "core_dtype": str(next(core.cond_stage_model.parameters()).dtype)}))
 
 
 def context_windows():
@@ -239,6 +250,98 @@ def one_path(checkpoint):
     print(json.dumps(report))
 
 
+def core_types(checkpoint, lora_dir):
+    """Core nodes that take CLIP, VAE and LATENT on the pack loader's outputs, against the pack's own nodes:
+    CLIPTextEncode, CLIPSetLastLayer, LoraLoader (a LoRA in LORA_DIR with a text part), VAEDecode(Tiled),
+    VAEEncode(Tiled) into the pack's sampler, and the device selection nodes where the host has them; and what
+    the pack's nodes and the VAE answer to a core VAE of another model and to latents of other shapes."""
+    import folder_paths
+    import nodes as core
+
+    folder_paths.folder_names_and_paths["loras"] = ([lora_dir], {".safetensors"})
+    pack_nodes = importlib.import_module(f"{pack_name}.nodes")
+    loaded = model_module.load_checkpoint(checkpoint, "fp32")
+    clip, vae, model = loaded.clip, loaded.vae, loaded.model
+
+    def diff(a, b):
+        return (a.float() - b.float()).abs().max().item() if a.shape == b.shape else None
+
+    def core_context(clip, text):
+        return core.CLIPTextEncode().encode(clip, text)[0][0][0]
+
+    def pack_context(clip, text):
+        return pack_nodes.TextEncode.execute(clip, text).result[0][0][0]
+
+    texts = {"plain": "a red fox in the snow", "weighted": "a (red:1.3) fox, ((snow)), [dusk]:0.8, \\(paw\\)",
+             "long": ", ".join(["a red fox running through fresh snow under a pale winter sky"] * 8)}
+    report = {"text": {name: diff(core_context(clip, t), pack_context(clip, t)) for name, t in texts.items()}}
+    plain = pack_context(clip, texts["plain"])
+    layers, layer_errors = {}, {}
+    for layer in (-2, -3, -1):
+        try:
+            layers[layer] = diff(core_context(core.CLIPSetLastLayer().set_last_layer(clip, layer)[0], texts["plain"]),
+                                 plain)
+        except ValueError as error:
+            layer_errors[layer] = str(error)
+    report.update(layers=layers, layer_errors=layer_errors)
+
+    name = sorted(folder_paths.get_filename_list("loras"))[0]
+    core_model, core_clip = core.LoraLoader().load_lora(model, clip, name, 1.0, 0.8)
+    pack_model, pack_clip = pack_nodes.lora.LoraLoader.execute(model, clip, name, 1.0, 0.8).result
+    report["lora"] = {"clip_diff": diff(core_context(core_clip, texts["plain"]), pack_context(pack_clip, texts["plain"])),
+                      "clip_moved": diff(core_context(core_clip, texts["plain"]), plain),
+                      "clip_type": type(core_clip).__name__,
+                      "unet_patches": [len(core_model.patches), len(pack_model.patches)]}
+
+    latents = torch.randn(2, 4, 3, 4, 4, generator=torch.Generator().manual_seed(5))
+    frames = pack_nodes.Decode.execute(vae, {"samples": latents}).result[0]
+    pack_tiled = pack_nodes.Decode.execute(vae, {"samples": latents}, tiled=True).result[0]
+    report["decode"] = {"frames": list(frames.shape),
+                        "vae_decode": diff(core.VAEDecode().decode(vae, {"samples": latents})[0], frames) * 255,
+                        "vae_decode_tiled": diff(core.VAEDecodeTiled().decode(vae, {"samples": latents}, 64, 16)[0],
+                                                 frames) * 255,
+                        "pack_tiled": diff(pack_tiled, frames) * 255}
+    images = frames[:3]
+    encoded = pack_nodes.Encode.execute(vae, images).result[0]
+    core_encoded = core.VAEEncode().encode(vae, images)[0]
+    core_tiled = core.VAEEncodeTiled().encode(vae, images, 64, 0)[0]
+    positive, negative = [[plain, {}]], [[pack_context(clip, ""), {}]]
+
+    def sampled(latent):
+        return pack_nodes.Sampler.execute(model, positive, negative, latent, 3, 9.0, "ddim", 0.6).result[0]["samples"]
+
+    report["encode"] = {"latents": list(encoded["samples"].shape),
+                        "vae_encode": diff(core_encoded["samples"], encoded["samples"]),
+                        "vae_encode_tiled": diff(core_tiled["samples"], encoded["samples"]),
+                        "sampled": diff(sampled(core_encoded), sampled(encoded))}
+
+    try:
+        multigpu = importlib.import_module("comfy_extras.nodes_multigpu")
+    except ImportError:
+        report["devices"] = None
+    else:
+        moved_clip = multigpu.SelectCLIPDeviceNode.execute(clip, "cpu").result[0]
+        moved_vae = multigpu.SelectVAEDeviceNode.execute(vae, "default").result[0]
+        report["devices"] = {"clip_device": str(moved_clip.patcher.load_device),
+                             "clip_diff": diff(pack_context(moved_clip, texts["plain"]), plain),
+                             "vae_diff": diff(pack_nodes.Decode.execute(moved_vae, {"samples": latents}).result[0],
+                                              frames)}
+
+    errors = {}
+    other_vae = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
+    cases = {"pack_decode_other_vae": lambda: pack_nodes.Decode.execute(other_vae, {"samples": latents}),
+             "vae_decode_16_channels": lambda: core.VAEDecode().decode(vae, {"samples": torch.zeros(1, 16, 3, 4, 4)}),
+             "vae_decode_image_latent": lambda: core.VAEDecode().decode(vae, {"samples": torch.zeros(1, 4, 4, 4)}),
+             "vae_encode_odd_size": lambda: core.VAEEncode().encode(vae, torch.zeros(2, 30, 32, 3))}
+    for case, run in cases.items():
+        try:
+            run()
+        except ValueError as error:
+            errors[case] = str(error)
+    report["errors"] = errors
+    print(json.dumps(report))
+
+
 CHECKS = {"model_system": model_system, "prompt_syntax": prompt_syntax, "context_windows": context_windows,
-          "one_path": one_path}
+          "one_path": one_path, "core_types": core_types}
 CHECKS[check](*check_args)

@@ -1,5 +1,6 @@
 """The pack in the real ComfyUI frontend, in Debian's chromium driven by Playwright: the frontend each ComfyUI
 bundles, and on current ComfyUI also the newest frontend, in the classic canvas and in "Nodes 2.0"."""
+import json
 import os
 import random
 import re
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from comfyui import CURRENT, PACK_NAME, with_newest_frontend
-from workflows import FROM_CHECKPOINT, load_ui
+from workflows import FROM_CHECKPOINT, OLD_WORKFLOWS, load_ui
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -68,9 +69,10 @@ def visible_videos(page, save_id):
     }).map(v => v.closest(".t2v-preview") ? "pack" : "other")""")
 
 
-def tiny_ui_workflow():
-    """The shipped UI workflow at test size, with a fresh seed so that ComfyUI's cache never skips the run."""
-    workflow = load_ui("text_to_video.json")
+def tiny_ui_workflow(workflow=None):
+    """The shipped UI workflow (or ``workflow``, one like it) at test size, with a fresh seed so that ComfyUI's cache
+    never skips the run."""
+    workflow = workflow or load_ui("text_to_video.json")
     for node in workflow["nodes"]:
         values = node.get("widgets_values")
         if node["type"] == "ModelScopeT2VCheckpointLoader":
@@ -194,3 +196,18 @@ def test_opening_text_to_video_without_weights_offers_the_downloads(page, comfy)
         }""", [row.element_handle(), ["text2video", "text_encoders", "vae", "diffusion_models"]])
         assert folders == [model["directory"]], (model, folders)
     assert page.get_by_text("download", exact=False).count() >= 1
+
+
+def test_a_workflow_saved_with_the_pack_types_of_before_loads_and_runs(page, comfy):
+    """text_to_video as shipped before the loader gave core CLIP and VAE (links typed T2V_CLIP / T2V_VAE): every
+    link survives loading, and queued from the page it makes its video."""
+    workflow = tiny_ui_workflow(json.loads((OLD_WORKFLOWS / "text_to_video.json").read_text()))
+    assert {link[5] for link in workflow["links"]} >= {"T2V_CLIP", "T2V_VAE"}
+    save = node_id(workflow, "ModelScopeT2VSaveVideo")
+    open_app(page, comfy)
+    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
+    assert page.evaluate("() => app.graph.serialize().links.length") == len(workflow["links"])
+    page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    page.wait_for_function("(id) => { const v = app.graph.getNodeById(id)?.widgets?.find(w => w.name === 't2v_preview')"
+                           "?.element?.querySelector('video'); return v && v.readyState >= 2; }", arg=save, timeout=120000)
+    assert our_errors(page) == []

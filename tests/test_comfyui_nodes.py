@@ -19,7 +19,7 @@ from t2v_core.video import to_uint8, write_video
 from workflows import load, nodes_of, tiny_text_to_video
 
 CONTRACT = {
-    "ModelScopeT2VCheckpointLoader": (["ckpt_name"], ["MODEL", "T2V_CLIP", "T2V_VAE"]),
+    "ModelScopeT2VCheckpointLoader": (["ckpt_name"], ["MODEL", "CLIP", "VAE"]),
     "ModelScopeT2VTextEncode": (["clip", "text"], ["CONDITIONING"]),
     "ModelScopeT2VEmptyLatentVideo": (["width", "height", "length", "batch_size", "seed"], ["LATENT"]),
     "ModelScopeT2VSampler": (["model", "positive", "negative", "latent", "steps", "cfg", "sampler_name", "denoise"], ["LATENT"]),

@@ -163,5 +163,5 @@ def test_text_encoder_part_through_the_model_only_loader_is_named(comfy):
     t2v_core.apply_lora(pipe, {k: v for k, v in state.items() if not k.startswith("resblocks.")})
     assert np.abs(got - expected_frames(pipe, prompt, seed)).max() <= 2
     line = (f"ModelScope T2V LoRA stable_with_text.safetensors: {len(state) - text_keys} of {len(state)} keys matched "
-            f"this model ({text_keys} text-encoder keys need the ModelScope T2V LoRA Loader")
+            f"this model ({text_keys} text-encoder keys need a LoRA loader that also patches the CLIP")
     assert comfy.log_text().count(line) == 1

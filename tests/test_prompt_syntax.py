@@ -61,7 +61,8 @@ def fp32_text_server(host, base, folder, clip_file):
 @pytest.mark.slow
 def test_prompt_syntax_equals_core_clip_text_encode(comfy, full_text_files):
     """Plain, weighted, nested, escaped, embedding and over-long prompts: the pack's context equals core's within
-    1e-4 (fp32), shape included (77 tokens per chunk); missing and 768-wide embeddings are refused by name."""
+    1e-4 (fp32), shape included (77 tokens per chunk), at core clip layers -3, -12 and -24 too (CLIPSetLastLayer);
+    missing and 768-wide embeddings, and core's CLIP in the pack's Text Encode, are refused by name."""
     folder, clip_file, embeddings = full_text_files
     report = comfy.in_process("prompt_syntax", folder, clip_file, embeddings, timeout=900)
     assert report["core_dtype"] == "torch.float32"
@@ -72,6 +73,9 @@ def test_prompt_syntax_equals_core_clip_text_encode(comfy, full_text_files):
     assert report["prompts"]["weighted"]["differs_from_plain"] > 1e-2
     assert "embedding:not_there not found in models/embeddings" in report["errors"]["not_there"]
     assert "embedding:sd15_style is 768 wide" in report["errors"]["sd15_style"]
+    for layer, found in report["layers"].items():  # CLIPSetLastLayer's clip_layer
+        assert found <= TOL, (layer, found)
+    assert "clip: expected the text encoder of the ModelScope T2V checkpoint loader" in report["errors"]["core_clip"]
 
 
 @pytest.mark.slow

@@ -9,6 +9,9 @@ from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 API = WORKFLOWS / "api"
+# The workflows as shipped before the loader's CLIP and VAE became core's (typed T2V_CLIP / T2V_VAE): saved copies
+# of them must keep loading and running.
+OLD_WORKFLOWS = Path(__file__).resolve().parent / "data" / "workflows_t2v_types"
 UI_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.json"))
 FROM_CHECKPOINT = "from checkpoint"
 
