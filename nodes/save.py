@@ -12,6 +12,7 @@ from .loader import CATEGORY
 from .validation import require_choices
 
 FORMATS = ["mp4", "webm", "gif", "png"]
+AUTO_CRF = -1
 
 
 def check_prefix(filename_prefix):
@@ -64,6 +65,10 @@ class SaveVideo(io.ComfyNode):
                 io.Combo.Input("format", options=FORMATS, default="mp4",
                                tooltip="mp4: H.264 yuv420p, plays everywhere. webm: VP9. gif: no metadata. "
                                        "png: one image per frame."),
+                io.Int.Input("crf", default=AUTO_CRF, min=AUTO_CRF, max=51, optional=True,
+                             tooltip="Quality of mp4 (H.264) and webm (VP9), as core Save Video's crf: 0 is the best "
+                                     "and biggest, 51 the smallest. -1: the format's default (mp4 17, webm 30). gif "
+                                     "and png ignore it."),
             ],
             outputs=[],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -79,7 +84,7 @@ class SaveVideo(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, images, fps, filename_prefix, format) -> io.NodeOutput:
+    def execute(cls, images, fps, filename_prefix, format, crf=AUTO_CRF) -> io.NodeOutput:
         check_prefix(filename_prefix)
         require_choices(format=(format, FORMATS))
         frames = t2v_core.to_uint8(images[..., :3])
@@ -87,14 +92,14 @@ class SaveVideo(io.ComfyNode):
         output_dir = folder_paths.get_output_directory()
         try:
             folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir, width, height)
-            return cls.save(frames, folder, f"{stem}_{counter:05}_", subfolder, fps, format)
+            return cls.save(frames, folder, f"{stem}_{counter:05}_", subfolder, fps, format, crf)
         except OSError as e:
             where = os.path.join(output_dir, os.path.dirname(filename_prefix))
             raise OSError(f"filename_prefix: could not write the {format} into {where} ({e.strerror or e}); "
                           f"nothing was saved. Check that the output folder is writable and has free space.") from e
 
     @classmethod
-    def save(cls, frames, folder, name, subfolder, fps, format):
+    def save(cls, frames, folder, name, subfolder, fps, format, crf):
         os.makedirs(folder, exist_ok=True)
         metadata = {}
         if cls.hidden.prompt is not None:
@@ -105,5 +110,6 @@ class SaveVideo(io.ComfyNode):
             files = save_png_frames(frames, folder, name, metadata)
             results = [ui.SavedResult(f, subfolder, io.FolderType.output) for f in files]
             return io.NodeOutput(ui=ui.SavedImages(results))
-        t2v_core.write_video(frames, os.path.join(folder, f"{name}.{format}"), fps=fps, fmt=format, metadata=metadata)
+        t2v_core.write_video(frames, os.path.join(folder, f"{name}.{format}"), fps=fps, fmt=format, metadata=metadata,
+                             crf=None if crf == AUTO_CRF else crf)
         return io.NodeOutput(ui=ui.PreviewVideo([ui.SavedResult(f"{name}.{format}", subfolder, io.FolderType.output)]))

@@ -16,6 +16,14 @@ CODECS = {
 FORMATS = tuple(CODECS)
 
 
+def with_crf(options, crf):
+    """ffmpeg ``options`` with their ``-crf`` value replaced by ``crf`` (None: kept)."""
+    if crf is None or "-crf" not in options:
+        return options
+    at = options.index("-crf") + 1
+    return [*options[:at], str(crf), *options[at + 1:]]
+
+
 def to_uint8(frames):
     """[F, H, W, 3] floats in 0..1 -> uint8, truncating as the original pipeline does."""
     frames = frames.detach().float().cpu().numpy() if hasattr(frames, "detach") else np.asarray(frames)
@@ -44,10 +52,11 @@ def _ffmetadata(metadata):
     return ";FFMETADATA1\n" + "".join(f"{escape(k)}={escape(v)}\n" for k, v in metadata.items())
 
 
-def write_video(frames, path, fps=8, fmt=None, metadata=None):
+def write_video(frames, path, fps=8, fmt=None, metadata=None, crf=None):
     """Encode [F, H, W, 3] frames (0..1 floats or uint8) to ``path``; the file appears whole or not at all.
 
-    ``metadata``: container tags (mp4 and webm keep them; gif has none).
+    ``metadata``: container tags (mp4 and webm keep them; gif has none). ``crf``: the quality of mp4 (H.264, 0-51)
+    and webm (VP9, 0-63), lower is better and bigger (default: 17 and 30; gif has none).
     """
     import imageio_ffmpeg
 
@@ -71,7 +80,7 @@ def write_video(frames, path, fps=8, fmt=None, metadata=None):
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(_ffmetadata(metadata))
             cmd += ["-f", "ffmetadata", "-i", meta_file, "-map_metadata", "1"]
-        cmd += ["-map", "0:v", *CODECS[fmt], "-f", fmt, tmp]
+        cmd += ["-map", "0:v", *with_crf(CODECS[fmt], crf), "-f", fmt, tmp]
         result = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
         if result.returncode != 0:
             raise OSError(f"ffmpeg could not write {path.name}: {result.stderr.decode(errors='replace').strip()}")

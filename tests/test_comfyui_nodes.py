@@ -246,6 +246,28 @@ def test_frames_work_with_core_create_video_and_save_video(comfy):
     assert next(reader)["size"] == (48, 32) and len(list(reader)) == 4
 
 
+@pytest.mark.parametrize("fmt", ["mp4", "webm"])
+def test_crf_sets_the_quality_as_in_core_save_video(comfy, fmt):
+    """The same frames at crf 0 and 51: the best is the bigger file and the nearer to the frames; -1 is the
+    format's default, between them."""
+    prompt, _ = tiny_text_to_video(width=64, height=64, length=4, fmt=fmt, seed=5)
+    sizes, errors = {}, {}
+    frames = None
+    for crf in (0, -1, 51):
+        prompt[SAVE]["inputs"]["crf"] = crf
+        prompt[SAVE]["inputs"]["filename_prefix"] = f"crf/{fmt}_{crf}"
+        entry = comfy.run(prompt)
+        path = comfy.output_path(outputs_of(entry)[0])
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        decoded = np.stack([np.frombuffer(f, np.uint8).reshape(64, 64, 3) for f in reader]).astype(np.float32)
+        frames = decoded if frames is None else frames
+        sizes[crf], errors[crf] = path.stat().st_size, np.abs(decoded - frames).mean()
+    assert meta["size"] == (64, 64)
+    assert sizes[0] > sizes[-1] > sizes[51], sizes
+    assert errors[51] > errors[-1], errors
+
+
 def loads_of(comfy, name="tiny-t2v"):
     return len(re.findall(rf"Loaded \S*{name}", comfy.log_text()))
 

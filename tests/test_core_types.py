@@ -1,7 +1,6 @@
 """The loader's CLIP and VAE are ComfyUI's own types: core nodes that take them (CLIPTextEncode, CLIPSetLastLayer,
 LoraLoader, VAEDecode, VAEDecodeTiled, VAEEncode, VAEEncodeTiled, the device selection nodes) give what the pack's
 nodes give, in-process and through a real server."""
-import imageio_ffmpeg
 import numpy as np
 import pytest
 from PIL import Image
@@ -104,17 +103,3 @@ def test_a_graph_of_core_text_and_vae_nodes_makes_the_pack_graph_frames(comfy):
     assert core.shape == ours.shape and ours.std() > 2
     assert np.abs(core - ours).max() <= PIXEL_TOL
 
-
-def test_the_pack_frames_go_to_core_create_video_and_save_video(comfy):
-    """The decoded frames are a core IMAGE: core CreateVideo (at the model's 8 fps) -> SaveVideo writes them."""
-    prompt, _ = tiny_text_to_video(width=32, height=32, length=4)
-    prompt["7"] = {"class_type": "CreateVideo", "inputs": {"images": ["6", 0], "fps": 8.0}}
-    prompt["8"] = {"class_type": "SaveVideo", "inputs": {"video": ["7", 0], "filename_prefix": "core/video",
-                                                         "format": "mp4", "codec": "auto"}}
-    entry = comfy.run(prompt)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    saved = entry["outputs"]["8"]
-    item = (saved.get("images") or saved.get("videos") or saved.get("animated"))[0]
-    reader = imageio_ffmpeg.read_frames(str(comfy.output_path(item)))
-    meta = next(reader)
-    assert len(list(reader)) == 4 and meta["size"] == (32, 32) and meta["fps"] == 8
