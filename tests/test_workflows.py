@@ -17,7 +17,7 @@ WIDGETS = {
                              "scheduler"],
     "ModelScopeT2VDecode": ["tiled"],
     "ModelScopeT2VEncode": ["tiled"],
-    "ModelScopeT2VSaveVideo": ["fps", "filename_prefix", "format"],
+    "ModelScopeT2VSaveVideo": ["fps", "filename_prefix", "format", "crf"],
     "ModelScopeT2VLoraLoader": ["lora_name", "strength_model", "strength_clip"],
     "ModelScopeT2VPromptSchedule": ["text", "length"],
     "ModelScopeT2VKeyframes": ["length", "frames", "strength"],
