@@ -12,7 +12,7 @@ import comfy.utils
 
 from .validation import require_video_samples
 
-STRIPE_ROWS = 64  # the pack's tiled Decode / Encode, and core's tile_size 512 in latent cells
+STRIPE_ROWS = 64  # rows per stripe of the pack's tiled Decode / Encode (core's default tile_size 512 / 8 gives it)
 
 
 def progress_bar(total):
@@ -24,6 +24,11 @@ def progress_bar(total):
         bar.update_absolute(done, total)
 
     return progress
+
+
+def stripes(rows):
+    """t2v_core's decode / encode options for ``rows`` rows per stripe, one frame at a time (None: whole frames)."""
+    return {"frames_per_chunk": 1, "stripe_rows": rows} if rows else {}
 
 
 class VAE(comfy.sd.VAE):
@@ -46,21 +51,13 @@ class VAE(comfy.sd.VAE):
         self.disable_offload = False
         self.not_video = False
 
-    @property
-    def scale_factor(self):
-        return self.pipe.vae_scale_factor
-
-    @property
-    def dtype(self):
-        return self.pipe.dtype
-
     def decode(self, samples_in, vae_options={}):
         """Video latents [B, C, F, h, w] -> frames [B, F, H, W, 3] in 0..1 (core VAEDecode joins the videos)."""
         return self.decode_video(samples_in)
 
     def decode_tiled(self, samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None):
-        """``decode`` in stripes of ``tile_y`` latent rows (core's tiles and overlaps are not needed: each layer
-        still sees the whole frame)."""
+        """``decode`` in stripes of ``tile_y`` rows (core's tile_size over 8; its tiles and overlaps are not needed:
+        each layer still sees the whole frame)."""
         return self.decode_video(samples, stripe_rows=tile_y or STRIPE_ROWS)
 
     def encode(self, pixel_samples):
@@ -71,19 +68,17 @@ class VAE(comfy.sd.VAE):
         return self.encode_video(pixel_samples, stripe_rows=STRIPE_ROWS)
 
     def decode_video(self, latents, input_name="samples", stripe_rows=None):
-        latents = require_video_samples(latents, input_name, self.latent_channels, self.dtype)
+        latents = require_video_samples(latents, input_name, self.latent_channels, self.vae_dtype)
         progress = progress_bar(latents.shape[0] * latents.shape[2])
         mm.load_models_gpu([self.patcher])
-        chunks = {"frames_per_chunk": 1, "stripe_rows": stripe_rows} if stripe_rows else {}
-        video = self.pipe.decode(latents, progress=progress, device=self.patcher.load_device, **chunks)
+        video = self.pipe.decode(latents, progress=progress, device=self.patcher.load_device, **stripes(stripe_rows))
         return video.to(self.output_device)
 
     def encode_video(self, images, input_name="pixels", stripe_rows=None):
-        check_frame_size(images, self.scale_factor, input_name)
+        check_frame_size(images, self.downscale_ratio, input_name)
         mm.load_models_gpu([self.patcher])
-        chunks = {"frames_per_chunk": 1, "stripe_rows": stripe_rows} if stripe_rows else {}
         latents = self.pipe.encode(images[None, ..., :3], progress=progress_bar(images.shape[0]),
-                                   device=self.patcher.load_device, **chunks)
+                                   device=self.patcher.load_device, **stripes(stripe_rows))
         return latents.to(self.output_device)
 
     def get_sd(self):
