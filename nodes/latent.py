@@ -126,7 +126,8 @@ class Encode(io.ComfyNode):
                 io.Image.Input("images", tooltip="The frames of one video, in order; width and height multiples of 8."),
                 io.Boolean.Input("tiled", default=False, optional=True, tooltip=TILED_TOOLTIP),
             ],
-            outputs=[io.Latent.Output(tooltip="[1, 4, frames, height/8, width/8] latents (the posterior mean).")],
+            outputs=[io.Latent.Output(tooltip="[1, 4, frames, height/8, width/8] latents (the posterior mean), the "
+                                              "VAE's own as core VAE Encode gives them.")],
         )
 
     @classmethod

@@ -33,12 +33,13 @@ FRAMES_AXIS = 2  # of the latents [B, C, F, h, w]
 
 
 class T2VLatentFormat(comfy.latent_formats.SD15):
-    """Our LATENT samples are already in sampler space (scaled by the VAE's 0.18215), [B, 4, F, h, w]."""
+    """LATENT samples [B, 4, F, h, w] are the VAE's own latents, as in core; the sampler sees them multiplied by the
+    VAE's ``scaling_factor`` (0.18215 in every published checkpoint)."""
 
     latent_dimensions = 3
 
-    def __init__(self):
-        super().__init__(scale_factor=1.0)
+    def __init__(self, scale_factor=t2v_core.VAEConfig.scaling_factor):
+        super().__init__(scale_factor=scale_factor)
         self.taesd_decoder_name = None
 
 
@@ -49,9 +50,10 @@ class T2VModelConfig(comfy.supported_models_base.BASE):
     unet_extra_config = {}
     latent_format = T2VLatentFormat
 
-    def __init__(self, unet, schedule):
+    def __init__(self, unet, schedule, latent_scale):
         # model_channels: what core patch nodes (FreeU, FreeU_V2) read to find the UNet's levels
         super().__init__({"disable_unet_model_creation": True, "model_channels": unet.config.block_out_channels[0]})
+        self.latent_format = T2VLatentFormat(latent_scale)
         # core's "linear" betas are sqrt-linear: the schedule's "scaled_linear"
         self.sampling_settings = {"beta_schedule": "linear", "linear_start": schedule.beta_start,
                                   "linear_end": schedule.beta_end, "timesteps": schedule.num_train_timesteps}
@@ -126,10 +128,11 @@ def frame_contexts(context, frames, latent_frames, input_name="positive"):
 
 
 class T2VModel(comfy.model_base.BaseModel):
-    """A ModelScope T2V UNet as a core model; ``schedule`` and ``compute_dtype`` are what our sampler needs."""
+    """A ModelScope T2V UNet as a core model; ``schedule`` and ``compute_dtype`` are what our sampler needs,
+    ``latent_scale`` the VAE's scaling factor (the latent format's)."""
 
-    def __init__(self, unet, schedule, compute_dtype, device=None):
-        config = T2VModelConfig(unet, schedule)
+    def __init__(self, unet, schedule, compute_dtype, latent_scale, device=None):
+        config = T2VModelConfig(unet, schedule, latent_scale)
         if unet.dtype != compute_dtype:
             config.manual_cast_dtype = compute_dtype  # 16-bit weights computed in a wider dtype
         super().__init__(config, comfy.model_base.ModelType.EPS, device=device)
@@ -169,7 +172,9 @@ def check_sampling(executor, noise, latent_image, *args, **kwargs):
 def model_patcher(pipe):
     """The MODEL of a loaded pipeline: its UNet as a core model under a ModelPatcher."""
     load_device = mm.get_torch_device()
-    patcher = comfy.model_patcher.ModelPatcher(T2VModel(pipe.unet, pipe.schedule, pipe.dtype, device=load_device),
+    latent_scale = (pipe.vae.config if pipe.vae is not None else t2v_core.VAEConfig).scaling_factor
+    patcher = comfy.model_patcher.ModelPatcher(T2VModel(pipe.unet, pipe.schedule, pipe.dtype, latent_scale,
+                                                        device=load_device),
                                                load_device=load_device, offload_device=mm.unet_offload_device())
     patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "modelscope_t2v", check_sampling)
     return patcher

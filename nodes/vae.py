@@ -3,7 +3,8 @@
 Core VAEDecode, VAEDecodeTiled, VAEEncode and VAEEncodeTiled call ``decode``, ``decode_tiled``, ``encode`` and
 ``encode_tiled``; here those decode every frame of [B, C, F, h, w] latents and encode an IMAGE batch as the frames
 of one video, a few frames at a time so memory does not grow with the length. Tiled means t2v_core's stripes:
-memory of one stripe, and the untiled frames.
+memory of one stripe, and the untiled frames. The latents are the VAE's own (ComfyUI's LATENT); the MODEL's latent
+format scales them for the sampler.
 """
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -71,14 +72,15 @@ class VAE(comfy.sd.VAE):
         latents = require_video_samples(latents, input_name, self.latent_channels, self.vae_dtype)
         progress = progress_bar(latents.shape[0] * latents.shape[2])
         mm.load_models_gpu([self.patcher])
-        video = self.pipe.decode(latents, progress=progress, device=self.patcher.load_device, **stripes(stripe_rows))
+        video = self.pipe.decode(latents, progress=progress, device=self.patcher.load_device, scaled=False,
+                                 **stripes(stripe_rows))
         return video.to(self.output_device)
 
     def encode_video(self, images, input_name="pixels", stripe_rows=None):
         check_frame_size(images, self.downscale_ratio, input_name)
         mm.load_models_gpu([self.patcher])
         latents = self.pipe.encode(images[None, ..., :3], progress=progress_bar(images.shape[0]),
-                                   device=self.patcher.load_device, **stripes(stripe_rows))
+                                   device=self.patcher.load_device, scaled=False, **stripes(stripe_rows))
         return latents.to(self.output_device)
 
     def get_sd(self):

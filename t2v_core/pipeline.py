@@ -76,15 +76,17 @@ class Pipeline:
         return text_encoder(tokens.to(device), dtype=self.dtype, embeddings=embeddings, layers=layers)
 
     @torch.no_grad()
-    def decode(self, latents, frames_per_chunk=4, progress=None, stripe_rows=None, device=None):
+    def decode(self, latents, frames_per_chunk=4, progress=None, stripe_rows=None, device=None, scaled=True):
         """Sampler-space latents [B, C, F, h, w] -> video [B, F, H, W, 3] float32 in 0..1 on the CPU, a few frames
         at a time (device memory does not grow with length). ``progress(done, total)`` is called after each chunk.
         ``stripe_rows``: compute each frame in stripes of that many rows (``vae_stripes``: device memory does not
         grow with the frame either; the same frames). ``device``: where to compute (default: where the weights are).
+        ``scaled=False``: the latents are the VAE's own, not multiplied by its ``scaling_factor`` (ComfyUI's LATENT).
         """
         vae = self._require("vae")
         device = device or module_device(vae)
-        z = rearrange(latents, "b c f h w -> (b f) c h w") / vae.config.scaling_factor
+        z = rearrange(latents, "b c f h w -> (b f) c h w")
+        z = z / vae.config.scaling_factor if scaled else z
         frames = []
         for chunk in z.split(frames_per_chunk):
             chunk = chunk.to(device, self.dtype)
@@ -96,9 +98,9 @@ class Pipeline:
         return rearrange(video, "(b f) c h w -> b f h w c", b=latents.shape[0])
 
     @torch.no_grad()
-    def encode(self, video, frames_per_chunk=4, progress=None, stripe_rows=None, device=None):
+    def encode(self, video, frames_per_chunk=4, progress=None, stripe_rows=None, device=None, scaled=True):
         """Video [B, F, H, W, 3] in 0..1 -> sampler-space latents [B, C, F, h, w] (the posterior mean), float32.
-        ``stripe_rows``, ``device``: as in ``decode``."""
+        ``stripe_rows``, ``device``, ``scaled``: as in ``decode``."""
         vae = self._require("vae")
         device = device or module_device(vae)
         images = rearrange(video, "b f h w c -> (b f) c h w") * 2 - 1
@@ -109,5 +111,6 @@ class Pipeline:
             latents.append(z.float())
             if progress is not None:
                 progress(sum(len(z) for z in latents), len(images))
-        z = torch.cat(latents) * vae.config.scaling_factor
+        z = torch.cat(latents)
+        z = z * vae.config.scaling_factor if scaled else z
         return rearrange(z, "(b f) c h w -> b c f h w", b=video.shape[0])

@@ -5,6 +5,7 @@ with a host's interpreter and ComfyUI tree and read the JSON it prints.
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME prompt_syntax CHECKPOINT CLIP_FILE EMBEDDINGS
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME context_windows
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME one_path CHECKPOINT
+    python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME core_latents CHECKPOINT VAE_FILE
 
 model_system: a CPU-only server never loads a model partially. It loads CHECKPOINT through the pack's loader
 (ComfyUI's comfy.ops layers), gives a clone a LoRA through core's LoraLoaderModelOnly path (PEFT names for the
@@ -342,6 +343,49 @@ def core_types(checkpoint, lora_dir):
     print(json.dumps(report))
 
 
+def core_latents(checkpoint, vae_file):
+    """The pack's LATENT against core's convention: CHECKPOINT with the full-size VAE_FILE (an SD-sized KL
+    autoencoder in LDM keys) through the pack's Encode / Decode and its MODEL's latent format, against core's own
+    VAE (core VAELoader's ``comfy.sd.VAE`` of the same file) and SD 1.5's latent format, frame by frame; and core
+    LatentUpscale / LatentUpscaleBy on the pack's 5-D latents against the same nodes on its frames as image latents."""
+    import comfy.latent_formats
+    import comfy.utils
+    import nodes as core
+
+    pack_nodes = importlib.import_module(f"{pack_name}.nodes")
+    loaded = model_module.load_checkpoint(checkpoint, "fp32", vae_path=vae_file)
+    core_vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(vae_file))
+
+    def diff(a, b):
+        return (a.float() - b.float()).abs().max().item() if a.shape == b.shape else None
+
+    def as_images(latents):  # [1, C, F, h, w] -> [F, C, h, w]
+        return latents[0].movedim(1, 0)
+
+    g = torch.Generator().manual_seed(7)
+    video = torch.rand(3, 32, 32, 3, generator=g)
+    latents = torch.randn(1, 4, 3, 4, 4, generator=g)
+    encoded = pack_nodes.Encode.execute(loaded.vae, video).result[0]["samples"]
+    core_encoded = core.VAEEncode().encode(core_vae, video)[0]["samples"]
+    frames = pack_nodes.Decode.execute(loaded.vae, {"samples": latents}).result[0]
+    core_frames = core.VAEDecode().decode(core_vae, {"samples": as_images(latents)})[0]
+    latent_format = loaded.model.model.latent_format
+    report = {"core_vae": type(core_vae.first_stage_model).__name__,
+              "encode": diff(as_images(encoded), core_encoded), "encoded_std": encoded.std().item(),
+              "decode": diff(frames, core_frames) * 255, "frames_std": frames.std().item(),
+              "process_in": diff(latent_format.process_in(latents), comfy.latent_formats.SD15().process_in(latents)),
+              "scale_factor": latent_format.scale_factor}
+    upscales = {}
+    for name, run in (("LatentUpscale", lambda s: core.LatentUpscale().upscale(s, "bilinear", 64, 64, "disabled")),
+                      ("LatentUpscaleBy", lambda s: core.LatentUpscaleBy().upscale(s, "bislerp", 1.5))):
+        video_latent = run({"samples": latents})[0]["samples"]
+        image_latents = run({"samples": as_images(latents)})[0]["samples"]
+        upscales[name] = {"shape": list(video_latent.shape), "diff": diff(as_images(video_latent), image_latents)}
+    report["upscale"] = upscales
+    print(json.dumps(report))
+
+
 CHECKS = {"model_system": model_system, "prompt_syntax": prompt_syntax, "context_windows": context_windows,
-          "one_path": one_path, "core_types": core_types}
+          "one_path": one_path, "core_types": core_types,
+          "core_latents": core_latents}
 CHECKS[check](*check_args)

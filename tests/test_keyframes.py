@@ -42,7 +42,7 @@ def run_latent(comfy, prompt):
 def test_kept_frame_ends_as_its_encoded_image_and_the_rest_moves(comfy, sampler_name, scheduler, tolerance):
     image = write_image(comfy, "key.png")
     pipe = t2v_core.load_pipeline(comfy.base / "models" / "text2video" / "tiny-t2v")
-    encoded = pipe.encode(image[None, None])[:, :, 0]  # [1, C, h, w]
+    encoded = pipe.encode(image[None, None], scaled=False)[:, :, 0]  # [1, C, h, w], the VAE's own
     latent = run_latent(comfy, with_keyframes(pack_graph(2, sampler_name, scheduler), SAMPLER, "latent"))
     assert (latent[:, :, 0] - encoded).abs().max().item() <= tolerance
     assert min((latent[:, :, f] - encoded).abs().mean().item() for f in range(2, LENGTH)) > 0.1
@@ -57,7 +57,7 @@ def test_pack_sampler_matches_core_ksampler_on_a_masked_latent(comfy):
 
 def test_strength_keeps_a_keyframe_partly(comfy):
     image = write_image(comfy, "key3.png", seed=2)
-    encoded = t2v_core.load_pipeline(comfy.base / "models" / "text2video" / "tiny-t2v").encode(image[None, None])[:, :, 0]
+    encoded = t2v_core.load_pipeline(comfy.base / "models" / "text2video" / "tiny-t2v").encode(image[None, None], scaled=False)[:, :, 0]
     drift = {s: (run_latent(comfy, with_keyframes(pack_graph(4, "euler", "karras"), SAMPLER, "latent", "key3.png",
                                                   strength=s))[:, :, 0] - encoded).abs().mean().item()
              for s in (1.0, 0.5, 0.0)}
