@@ -12,7 +12,8 @@ import tiny
 from test_comfyui_nodes import SAMPLER
 from test_core_sampling import LENGTH, core_graph, frames, pack_graph
 from test_keyframes import run_latent, write_image
-from workflows import tiny_text_to_video
+from test_model_system import expected_frames, tiny_pipe
+from workflows import OLD_API, tiny_text_to_video
 
 LATENT_TOL = 1e-4  # fp32 latents of order 1
 PIXEL_TOL = 1  # of 255
@@ -158,3 +159,15 @@ def test_set_latent_noise_mask_acts_as_in_core_ksampler(comfy):
     kept, remade = latent[..., 2:], latent[..., :2]  # latent columns of the right and left halves
     assert (kept - encoded[..., None, :, 2:]).abs().max().item() <= 1e-3
     assert (remade - encoded[..., None, :, :2]).abs().mean().item() > 0.1
+
+
+@pytest.mark.parametrize("name", ["text_to_video_api.json", "text_to_video_ksampler_api.json",
+                                  "prompt_travel_api.json", "long_video_api.json", "loop_api.json"])
+def test_api_workflows_saved_before_run_unchanged(comfy, name):
+    """The API workflows as shipped before core CLIP, VAE and LATENT (pre-scaled latents, no crf) run as saved; the
+    text_to_video one makes t2v_core's frames of the same seed."""
+    prompt, seed = tiny_text_to_video(width=32, height=32, length=4, steps=2, name=name, folder=OLD_API)
+    got = frames(comfy, prompt)
+    assert got.shape == (4, 32, 32, 3) and got.std() > 2
+    if name == "text_to_video_api.json":
+        assert np.abs(got - expected_frames(tiny_pipe(comfy), prompt, seed)).max() <= 2

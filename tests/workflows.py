@@ -12,13 +12,14 @@ API = WORKFLOWS / "api"
 # The workflows as shipped before the loader's CLIP and VAE became core's (typed T2V_CLIP / T2V_VAE): saved copies
 # of them must keep loading and running.
 OLD_WORKFLOWS = Path(__file__).resolve().parent / "data" / "workflows_t2v_types"
+OLD_API = OLD_WORKFLOWS / "api"
 UI_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.json"))
 FROM_CHECKPOINT = "from checkpoint"
 
 
-def load(name):
-    """An API workflow of ``workflows/api`` by file name."""
-    return json.loads((API / name).read_text())
+def load(name, folder=API):
+    """An API workflow of ``folder`` (``workflows/api``) by file name."""
+    return json.loads((folder / name).read_text())
 
 
 def load_ui(name):
@@ -35,9 +36,10 @@ def nodes_of(prompt, class_type):
     return [node for node in prompt.values() if node["class_type"] == class_type]
 
 
-def tiny_text_to_video(width=48, height=32, length=3, steps=3, seed=None, fmt="png", name="text_to_video_api.json"):
+def tiny_text_to_video(width=48, height=32, length=3, steps=3, seed=None, fmt="png", name="text_to_video_api.json",
+                       folder=API):
     """The API workflow on ``tiny-t2v``; a fresh seed by default so ComfyUI's cache never skips the run."""
-    prompt = load(name)
+    prompt = load(name, folder)
     seed = random.randrange(2**32) if seed is None else seed
     for node in nodes_of(prompt, "ModelScopeT2VCheckpointLoader"):
         node["inputs"].update(ckpt_name="tiny-t2v", vae_name=FROM_CHECKPOINT, text_encoder_name=FROM_CHECKPOINT)
