@@ -41,7 +41,7 @@ def encoder_options(fmt, codec=None, crf=None):
     error = codec_error(fmt, codec)
     if error:
         raise ValueError(error)
-    muxer, held, options = CONTAINERS[fmt]
+    _, held, options = CONTAINERS[fmt]
     if not held:
         return options
     encoder = list(ENCODERS[held[0] if codec in (None, "auto") else codec])
@@ -106,13 +106,14 @@ def video_frames(frames, fmt):
     frames = frames if isinstance(frames, np.ndarray) and frames.dtype == np.uint8 else to_uint8(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"frames must be [F, H, W, 3] with F >= 1, got shape {tuple(frames.shape)}")
-    if fmt != "gif" and (frames.shape[1] % 2 or frames.shape[2] % 2):
+    if fmt != "gif" and (frames.shape[1] % 2 or frames.shape[2] % 2):  # yuv420p needs even sizes
         frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), mode="edge")
     return np.ascontiguousarray(frames)
 
 
-def encode(frames, path, fps, fmt, options, metadata_file=None):
-    """Run ffmpeg once: uint8 ``frames`` to ``path`` in ``fmt`` with the output ``options``."""
+def encode(frames, path, fps, fmt, options, metadata_file=None, name=None):
+    """Run ffmpeg once: uint8 ``frames`` to ``path`` in ``fmt`` with the output ``options``; errors name the file
+    as ``name`` (default: the path's)."""
     import imageio_ffmpeg
 
     _, height, width, _ = frames.shape
@@ -123,7 +124,8 @@ def encode(frames, path, fps, fmt, options, metadata_file=None):
     cmd += ["-map", "0:v", *options, "-f", CONTAINERS[fmt][0], str(path)]
     result = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
     if result.returncode != 0:
-        raise OSError(f"ffmpeg could not write {Path(path).name}: {result.stderr.decode(errors='replace').strip()}")
+        raise OSError(f"ffmpeg could not write {name or Path(path).name}: "
+                      f"{result.stderr.decode(errors='replace').strip()}")
 
 
 def write_videos(videos, paths, fps=8, fmt=None, metadata=None, crf=None, codec=None):
@@ -146,7 +148,8 @@ def write_videos(videos, paths, fps=8, fmt=None, metadata=None, crf=None, codec=
             fd, meta_file = tempfile.mkstemp(suffix=".txt")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(_ffmetadata(metadata))
-        write_files(paths, lambda i, tmp: encode(videos[i], tmp, fps, formats[i], options[i], meta_file))
+        write_files(paths, lambda i, tmp: encode(videos[i], tmp, fps, formats[i], options[i], meta_file,
+                                                 Path(paths[i]).name))
     finally:
         if meta_file:
             os.unlink(meta_file)
