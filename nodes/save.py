@@ -11,7 +11,6 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from .. import t2v_core
-from ..t2v_core.video import CODECS, codec_error
 from .loader import CATEGORY
 from .validation import require_choices
 
@@ -43,8 +42,8 @@ def check_prefix(filename_prefix):
 
 def check_choices(format, formats, codec):
     """An error naming the input when format is not one of ``formats`` or codec does not fit it."""
-    require_choices(format=(format, formats), codec=(codec, CODECS))
-    error = codec_error(format, codec)
+    require_choices(format=(format, formats), codec=(codec, t2v_core.CODECS))
+    error = t2v_core.codec_error(format, codec)
     if error:
         raise ValueError(error)
 
@@ -122,7 +121,7 @@ class SaveVideo(io.ComfyNode):
                              tooltip="Quality of mp4, webm and mkv, as core Save Video's crf: 0 is the best and "
                                      "biggest, 51 the smallest. -1: the codec's default (H.264 17, VP9 and AV1 30). "
                                      "gif and png ignore it."),
-                io.Combo.Input("codec", options=list(CODECS), default="auto", optional=True,
+                io.Combo.Input("codec", options=list(t2v_core.CODECS), default="auto", optional=True,
                                tooltip="The video codec, as core Save Video's: auto is the format's own (mp4 and mkv "
                                        "H.264, webm VP9); h264 in mp4 and mkv; vp9 in webm and mkv; av1 (SVT-AV1) in "
                                        "mp4, webm and mkv. gif and png take only auto."),
