@@ -7,10 +7,10 @@ from .keyframes import Keyframes
 from .latent import Decode, EmptyLatentVideo, Encode
 from .loader import CheckpointLoader
 from .sampler import Sampler
-from .save import SaveVideo
+from .save import PreviewVideo, SaveVideo
 
 NODES = [CheckpointLoader, TextEncode, EmptyLatentVideo, Sampler, Decode, Encode, SaveVideo, lora.LoraLoader, PromptSchedule,
-         Keyframes]
+         Keyframes, PreviewVideo]
 
 
 class ModelScopeT2VExtension(ComfyExtension):

@@ -7,21 +7,47 @@ from pathlib import Path
 
 import numpy as np
 
-CODECS = {
-    # H.264 in yuv420p with the index up front: plays in browsers, QuickTime and VLC.
-    "mp4": ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "17", "-movflags", "+faststart+use_metadata_tags"],
-    "webm": ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-crf", "30", "-b:v", "0", "-row-mt", "1"],
-    "gif": ["-vf", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"],
+ENCODERS = {
+    # yuv420p throughout: browsers, QuickTime and VLC play it. The crf defaults are the pack's of before for H.264
+    # and VP9, and core Save Video's for AV1 (SVT-AV1 at core Save WEBM's preset).
+    "h264": ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "17"],
+    "vp9": ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-crf", "30", "-b:v", "0", "-row-mt", "1"],
+    "av1": ["-c:v", "libsvtav1", "-pix_fmt", "yuv420p", "-crf", "30", "-preset", "6"],
 }
-FORMATS = tuple(CODECS)
+CONTAINERS = {
+    # format: (ffmpeg's muxer, the codecs it holds with its default first, the muxer's options)
+    "mp4": ("mp4", ("h264", "av1"), ["-movflags", "+faststart+use_metadata_tags"]),  # the index up front
+    "webm": ("webm", ("vp9", "av1"), []),
+    "mkv": ("matroska", ("h264", "vp9", "av1"), []),
+    "gif": ("gif", (), ["-vf", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"]),
+}
+FORMATS = tuple(CONTAINERS)
+CODECS = ("auto", *ENCODERS)
 
 
-def with_crf(options, crf):
-    """ffmpeg ``options`` with their ``-crf`` value replaced by ``crf`` (None: kept)."""
-    if crf is None or "-crf" not in options:
+def codec_error(fmt, codec):
+    """None, or a message naming ``codec`` when ``fmt`` cannot hold it (``auto``: the format's default)."""
+    if codec in (None, "auto"):
+        return None
+    held = CONTAINERS[fmt][1] if fmt in CONTAINERS else ()
+    if codec not in held:
+        expected = ", ".join(("auto", *held)) if held else f"auto (a {fmt} has no codec to choose)"
+        return f"codec: {codec!r} does not fit the {fmt} format; expected {expected}"
+    return None
+
+
+def encoder_options(fmt, codec=None, crf=None):
+    """ffmpeg's output options for ``codec`` in ``fmt``; ``crf`` replaces the codec's default (None: kept)."""
+    error = codec_error(fmt, codec)
+    if error:
+        raise ValueError(error)
+    _, held, options = CONTAINERS[fmt]
+    if not held:
         return options
-    at = options.index("-crf") + 1
-    return [*options[:at], str(crf), *options[at + 1:]]
+    encoder = list(ENCODERS[held[0] if codec in (None, "auto") else codec])
+    if crf is not None:
+        encoder[encoder.index("-crf") + 1] = str(crf)
+    return [*encoder, *options]
 
 
 def to_uint8(frames):
@@ -45,6 +71,29 @@ def temporary_file(folder, name, suffix):
             continue
 
 
+def write_files(paths, write):
+    """Write every one of ``paths`` by ``write(index, temporary_path)`` under a temporary name beside it, then rename
+    them all: the files appear together or, if any write or rename fails, none does."""
+    temporary, renamed = [], []
+    try:
+        for i, path in enumerate(paths):
+            path = Path(path)
+            temporary.append(temporary_file(path.parent, path.stem, path.suffix))
+            write(i, temporary[-1])
+        for tmp, path in zip(temporary, paths):
+            os.replace(tmp, path)
+            renamed.append(path)
+    except BaseException:
+        for path in renamed:
+            os.unlink(path)
+        raise
+    finally:
+        for tmp in temporary:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return paths
+
+
 def _ffmetadata(metadata):
     def escape(text):
         return "".join("\\" + c if c in "=;#\\\n" else c for c in str(text))
@@ -52,41 +101,62 @@ def _ffmetadata(metadata):
     return ";FFMETADATA1\n" + "".join(f"{escape(k)}={escape(v)}\n" for k, v in metadata.items())
 
 
-def write_video(frames, path, fps=8, fmt=None, metadata=None, crf=None):
-    """Encode [F, H, W, 3] frames (0..1 floats or uint8) to ``path``; the file appears whole or not at all.
-
-    ``metadata``: container tags (mp4 and webm keep them; gif has none). ``crf``: the quality of mp4 (H.264, 0-51)
-    and webm (VP9, 0-63), lower is better and bigger (default: 17 and 30; gif has none).
-    """
-    import imageio_ffmpeg
-
-    path = Path(path)
-    fmt = fmt or path.suffix.lstrip(".")
-    if fmt not in CODECS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+def video_frames(frames, fmt):
+    """[F, H, W, 3] uint8 frames ready for ``fmt``: edge-padded to even sizes where yuv420p needs them."""
     frames = frames if isinstance(frames, np.ndarray) and frames.dtype == np.uint8 else to_uint8(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"frames must be [F, H, W, 3] with F >= 1, got shape {tuple(frames.shape)}")
     if fmt != "gif" and (frames.shape[1] % 2 or frames.shape[2] % 2):  # yuv420p needs even sizes
         frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), mode="edge")
+    return np.ascontiguousarray(frames)
+
+
+def encode(frames, path, fps, fmt, options, metadata_file=None, name=None):
+    """Run ffmpeg once: uint8 ``frames`` to ``path`` in ``fmt`` with the output ``options``; errors name the file
+    as ``name`` (default: the path's)."""
+    import imageio_ffmpeg
+
     _, height, width, _ = frames.shape
-    tmp = temporary_file(path.parent, path.stem, f".{fmt}")
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
+    if metadata_file:
+        cmd += ["-f", "ffmetadata", "-i", metadata_file, "-map_metadata", "1"]
+    cmd += ["-map", "0:v", *options, "-f", CONTAINERS[fmt][0], str(path)]
+    result = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
+    if result.returncode != 0:
+        raise OSError(f"ffmpeg could not write {name or Path(path).name}: "
+                      f"{result.stderr.decode(errors='replace').strip()}")
+
+
+def write_videos(videos, paths, fps=8, fmt=None, metadata=None, crf=None, codec=None):
+    """Encode each [F, H, W, 3] video (0..1 floats or uint8) to its path; the files appear whole and together, or
+    none does.
+
+    ``fmt``: one of ``FORMATS`` (default: each path's suffix). ``codec``: one of ``CODECS`` that the format holds
+    (``auto`` or None: H.264 in mp4 and mkv, VP9 in webm). ``metadata``: container tags (gif has none). ``crf``: the
+    quality, lower is better and bigger (H.264 0-51, VP9 and AV1 0-63; default 17 for H.264, 30 for the others).
+    """
+    formats = [fmt or Path(path).suffix.lstrip(".") for path in paths]
+    for f in formats:
+        if f not in CONTAINERS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {f!r}")
+    options = [encoder_options(f, codec, crf) for f in formats]
+    videos = [video_frames(frames, f) for frames, f in zip(videos, formats)]
     meta_file = None
     try:
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
         if metadata:
             fd, meta_file = tempfile.mkstemp(suffix=".txt")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(_ffmetadata(metadata))
-            cmd += ["-f", "ffmetadata", "-i", meta_file, "-map_metadata", "1"]
-        cmd += ["-map", "0:v", *with_crf(CODECS[fmt], crf), "-f", fmt, tmp]
-        result = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
-        if result.returncode != 0:
-            raise OSError(f"ffmpeg could not write {path.name}: {result.stderr.decode(errors='replace').strip()}")
-        os.replace(tmp, path)
+        write_files(paths, lambda i, tmp: encode(videos[i], tmp, fps, formats[i], options[i], meta_file,
+                                                 Path(paths[i]).name))
     finally:
-        for leftover in (tmp, meta_file):
-            if leftover and os.path.exists(leftover):
-                os.unlink(leftover)
-    return path
+        if meta_file:
+            os.unlink(meta_file)
+    return [Path(path) for path in paths]
+
+
+def write_video(frames, path, fps=8, fmt=None, metadata=None, crf=None, codec=None):
+    """Encode [F, H, W, 3] frames (0..1 floats or uint8) to ``path``; the file appears whole or not at all (see
+    ``write_videos`` for the options)."""
+    return write_videos([frames], [path], fps=fps, fmt=fmt, metadata=metadata, crf=crf, codec=codec)[0]

@@ -160,6 +160,35 @@ def test_preview_survives_reloading_the_workflow(page, comfy):
     assert our_errors(page) == []
 
 
+def test_preview_node_shows_each_video_of_a_batch_from_the_temp_folder(page, comfy):
+    """The Preview Video node in place of the Save node, on a noise video of batch_size 2: both videos play on the
+    node, served from the temp folder, and nothing else shows a video."""
+    workflow = tiny_ui_workflow()
+    next(n for n in workflow["nodes"] if n["type"] == "ModelScopeT2VEmptyLatentVideo")["widgets_values"][3] = 2
+    open_app(page, comfy)
+    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
+    preview = page.evaluate("""([decode, save]) => {
+        const node = LiteGraph.createNode("ModelScopeT2VPreviewVideo");
+        node.pos = [...app.graph.getNodeById(save).pos];
+        app.graph.remove(app.graph.getNodeById(save));
+        app.graph.add(node);
+        app.graph.getNodeById(decode).connect(0, node, 0);
+        node.widgets.find(w => w.name === "videos").value = 2;
+        return node.id;
+    }""", [node_id(workflow, "ModelScopeT2VDecode"), node_id(workflow, "ModelScopeT2VSaveVideo")])
+    page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    page.wait_for_function("(id) => { const videos = app.graph.getNodeById(id)?.widgets?.find("
+                           "w => w.name === 't2v_preview')?.element?.querySelectorAll('video') ?? []; "
+                           "return videos.length === 2 && [...videos].every(v => v.readyState >= 2); }",
+                           arg=preview, timeout=120000)
+    assert visible_videos(page, preview) == ["pack", "pack"]
+    sources = page.evaluate("""(id) => [...app.graph.getNodeById(id).widgets.find(w => w.name === "t2v_preview")
+        .element.querySelectorAll("video")].map(v => new URL(v.src).searchParams.get("type"))""", preview)
+    assert sources == ["temp", "temp"]
+    assert not [p for p in (comfy.base / "output").rglob("*") if "_temp_" in p.name]
+    assert our_errors(page) == []
+
+
 def open_template(page, name):
     """Workflow > Browse Templates, the pack's own list, then the template called ``name``."""
     page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")

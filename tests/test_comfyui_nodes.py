@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 import t2v_core
 import tiny
 from t2v_core.unet3d import UNet3DConfig
-from t2v_core.video import to_uint8, write_video
+from t2v_core.video import to_uint8, write_video, write_videos
 from workflows import load, nodes_of, tiny_text_to_video
 
 CONTRACT = {
@@ -26,6 +26,7 @@ CONTRACT = {
     "ModelScopeT2VDecode": (["vae", "samples"], ["IMAGE"]),
     "ModelScopeT2VEncode": (["vae", "images"], ["LATENT"]),
     "ModelScopeT2VSaveVideo": (["images", "fps", "filename_prefix", "format"], []),
+    "ModelScopeT2VPreviewVideo": (["images", "fps", "format", "videos"], []),
 }
 SAMPLER, SAVE = "5", "7"
 
@@ -266,6 +267,132 @@ def test_crf_sets_the_quality_as_in_core_save_video(comfy, fmt):
     assert meta["size"] == (64, 64)
     assert sizes[0] > sizes[-1] > sizes[51], sizes
     assert errors[51] > errors[-1], errors
+
+
+def codec_of(path):
+    info = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                          capture_output=True, text=True).stderr
+    return re.search(r"Video: (\w+)", info).group(1)
+
+
+def decoded(path):
+    """Every frame of a video file, [F, H, W, 3] floats in 0..255."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    width, height = next(reader)["size"]
+    return np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader]).astype(np.float32)
+
+
+def png_videos(comfy, items, videos):
+    """The PNG frames a save node wrote, as ``videos`` arrays [F, H, W, 3] (floats in 0..255)."""
+    frames = np.stack([np.asarray(Image.open(comfy.output_path(item))) for item in items]).astype(np.float32)
+    return np.split(frames, videos)
+
+
+def save_node(images, fmt, prefix, **inputs):
+    return {"class_type": "ModelScopeT2VSaveVideo",
+            "inputs": {"images": images, "fps": 8, "filename_prefix": prefix, "format": fmt, **inputs}}
+
+
+CHOSEN_CODECS = [("mp4", "auto", "h264"), ("mp4", "h264", "h264"), ("mp4", "av1", "av1"), ("webm", "auto", "vp9"),
+                 ("webm", "av1", "av1"), ("mkv", "auto", "h264"), ("mkv", "vp9", "vp9")]
+
+
+def blocky(prompt, size):
+    """The decoded frames (16x16 px of the tiny model's noisy pixels) scaled to ``size`` in 4x4 blocks of one colour,
+    which yuv420p's 2x2 chroma keeps, into the save node: a lossy codec then decodes close to the frames."""
+    prompt["30"] = {"class_type": "ImageScale", "inputs": {"image": ["6", 0], "upscale_method": "nearest-exact",
+                                                           "width": size, "height": size, "crop": "disabled"}}
+    prompt[SAVE]["inputs"]["images"] = ["30", 0]
+    return ["30", 0]
+
+
+def test_codec_is_the_one_chosen_and_the_frames_decode_close(comfy):
+    """One video saved as PNG (lossless) and in every container and codec: each file holds the codec chosen, and
+    its frames are within 8 of 255 on average of the PNG frames (measured at each codec's default crf: H.264 2.9,
+    VP9 4.4, AV1 5.7), while the frames differ from each other by more than 20."""
+    prompt, _ = tiny_text_to_video(width=16, height=16, length=4)
+    images = blocky(prompt, 64)
+    for i, (fmt, codec, _) in enumerate(CHOSEN_CODECS):
+        prompt[f"4{i}"] = save_node(images, fmt, f"codec/{fmt}_{codec}", codec=codec)
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    [frames] = png_videos(comfy, outputs_of(entry), 1)
+    assert frames.shape == (4, 64, 64, 3) and np.abs(frames[::-1] - frames).mean() > 20
+    errors = {}
+    for i, (fmt, codec, expected) in enumerate(CHOSEN_CODECS):
+        [item] = outputs_of(entry, f"4{i}")
+        path = comfy.output_path(item)
+        assert path.suffix == f".{fmt}" and codec_of(path) == expected, (fmt, codec, codec_of(path))
+        errors[fmt, codec] = np.abs(decoded(path) - frames).mean()
+    assert max(errors.values()) < 8, errors
+
+
+@pytest.mark.parametrize("fmt, codec, expected", [("webm", "h264", "auto, vp9, av1"),
+                                                   ("png", "av1", "auto (a png has no codec to choose)")])
+def test_a_codec_the_format_cannot_hold_is_refused_before_writing(comfy, fmt, codec, expected):
+    prompt, _ = tiny_text_to_video(fmt=fmt)
+    prompt[SAVE]["inputs"].update(codec=codec, filename_prefix=f"refused-{fmt}/video")
+    message = error_message(comfy.run(prompt))
+    assert f"codec: {codec!r} does not fit the {fmt} format; expected {expected}" in message
+    assert not (comfy.base / "output" / f"refused-{fmt}").exists()
+    assert_still_serving(comfy)
+
+
+def test_each_video_of_a_batch_is_its_own_file(comfy):
+    """A noise video of batch_size 2: two mp4 files and two sets of PNG frames, numbered one after the other as core
+    Save Image numbers a batch; each mp4 decodes close to its own PNG frames (and far from the other's)."""
+    prompt, _ = tiny_text_to_video(width=16, height=16, length=3)
+    nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo")[0]["inputs"]["batch_size"] = 2
+    prompt[SAVE]["inputs"].update(videos=2, filename_prefix="batch/frames")
+    prompt["40"] = save_node(blocky(prompt, 32), "mp4", "batch/video", videos=2)
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    names = [item["filename"] for item in outputs_of(entry)]
+    assert names == [f"frames_{video:05}_{frame:05}.png" for video in (1, 2) for frame in (1, 2, 3)]
+    pngs = png_videos(comfy, outputs_of(entry), 2)
+    items = outputs_of(entry, "40")
+    assert [item["filename"] for item in items] == ["video_00001_.mp4", "video_00002_.mp4"]
+    videos = [decoded(comfy.output_path(item)) for item in items]
+    assert all(v.shape == (3, 32, 32, 3) for v in videos)
+    for video, own, other in zip(videos, pngs, pngs[::-1]):
+        assert np.abs(video - own).mean() < 8 < 20 < np.abs(video - other).mean()
+
+
+def test_frames_that_do_not_split_into_the_videos_are_refused(comfy):
+    prompt, _ = tiny_text_to_video(length=3, fmt="mp4")
+    prompt[SAVE]["inputs"].update(videos=2, filename_prefix="uneven/video")
+    message = error_message(comfy.run(prompt))
+    assert "videos: 3 frames do not split into 2 videos of equal length" in message
+    assert not (comfy.base / "output" / "uneven").exists()
+
+
+def test_videos_of_a_batch_are_written_together_or_not_at_all(tmp_path):
+    """The second file cannot be written (its folder is missing): the first, already encoded, is not left either."""
+    frames = np.random.default_rng(0).random((2, 16, 16, 3))
+    with pytest.raises(FileNotFoundError):
+        write_videos([frames, frames], [tmp_path / "a.mp4", tmp_path / "missing" / "b.mp4"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "gif"])
+def test_preview_node_writes_only_to_the_temp_folder(comfy, fmt):
+    """As core Preview Image: temp files with a random-suffixed name, one per video; nothing in the output folder."""
+    prompt, _ = tiny_text_to_video(width=32, height=32, length=2)
+    nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo")[0]["inputs"]["batch_size"] = 2
+    del prompt[SAVE]
+    prompt["40"] = {"class_type": "ModelScopeT2VPreviewVideo",
+                    "inputs": {"images": ["6", 0], "fps": 8, "format": fmt, "videos": 2}}
+    before = sorted((comfy.base / "output").rglob("*"))
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    items = outputs_of(entry, "40")
+    assert entry["outputs"]["40"]["animated"] == [True] and {item["type"] for item in items} == {"temp"}
+    assert [re.fullmatch(rf"ModelScopeT2V_temp_[a-z]{{5}}_0000[12]_\.{fmt}", item["filename"]) is not None
+            for item in items] == [True, True]
+    paths = [comfy.base / "temp" / item["subfolder"] / item["filename"] for item in items]
+    assert [Image.open(path).n_frames if fmt == "gif" else len(decoded(path)) for path in paths] == [2, 2]
+    assert comfy.get(f"/view?filename={items[0]['filename']}&subfolder={items[0]['subfolder']}&type=temp")
+    assert sorted((comfy.base / "output").rglob("*")) == before
 
 
 def loads_of(comfy, name="tiny-t2v"):
