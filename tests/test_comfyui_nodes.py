@@ -247,6 +247,42 @@ def test_frames_work_with_core_create_video_and_save_video(comfy):
     assert next(reader)["size"] == (48, 32) and len(list(reader)) == 4
 
 
+# A RIFE model (core's IFNet) of small width, written by the host's own code: no interpolation weights can be
+# downloaded here, and the test is of the frames' way through core's node, not of RIFE's quality.
+RIFE_FILE = """import sys, torch
+from safetensors.torch import save_file
+sys.path.insert(0, ".")
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+from comfy_extras.frame_interpolation_models.ifnet import IFNet
+torch.manual_seed(0)
+save_file(IFNet(head_ch=4, channels=(16, 16, 16, 16, 16)).state_dict(), sys.argv[1])
+"""
+
+
+def test_frames_go_to_core_frame_interpolation(comfy):
+    """Core's Run Frame Interpolation Model (ComfyUI 0.33+) on the pack's frames: multiplier 2 makes 2F-1 frames,
+    every other one the pack's own, to save at twice the model's 8 fps."""
+    if "FrameInterpolate" not in comfy.get("/object_info"):
+        pytest.skip(f"ComfyUI {comfy.host.version} has no frame interpolation node")
+    folder = comfy.base / "models" / "frame_interpolation"
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run([comfy.host.python, "-c", RIFE_FILE, str(folder / "rife_tiny.safetensors")], cwd=comfy.host.root,
+                   check=True, capture_output=True, timeout=120)
+    prompt, _ = tiny_text_to_video(width=64, height=64, length=4)  # RIFE pads frames by reflection to 64
+    prompt["20"] = {"class_type": "FrameInterpolationModelLoader", "inputs": {"model_name": "rife_tiny.safetensors"}}
+    prompt["21"] = {"class_type": "FrameInterpolate", "inputs": {"interp_model": ["20", 0], "images": ["6", 0],
+                                                                 "multiplier": 2}}
+    prompt["22"] = {**prompt[SAVE], "inputs": {**prompt[SAVE]["inputs"], "images": ["21", 0], "fps": 16,
+                                                "filename_prefix": "interpolated/frame"}}
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]["messages"][-1][1].get("exception_message")
+    made, interpolated = ([np.asarray(Image.open(comfy.output_path(i)), np.float32) for i in outputs_of(entry, node)]
+                          for node in (SAVE, "22"))
+    assert len(made) == 4 and len(interpolated) == 7
+    assert max(np.abs(interpolated[2 * i] - frame).max() for i, frame in enumerate(made)) <= 1
+
+
 @pytest.mark.parametrize("fmt", ["mp4", "webm"])
 def test_crf_sets_the_quality_as_in_core_save_video(comfy, fmt):
     """The same frames at crf 0 and 51: the best is the bigger file and the nearer to the frames; -1 is the
