@@ -153,7 +153,8 @@ def pack_model(module, unet):
     import comfy.model_management as mm
     import comfy.model_patcher
 
-    t2v_model = module("nodes.model").T2VModel(unet, module("t2v_core").NoiseSchedule(), torch.float32,
-                                                device=mm.get_torch_device())
+    t2v_core = module("t2v_core")
+    t2v_model = module("nodes.model").T2VModel(unet, t2v_core.NoiseSchedule(), torch.float32,
+                                                t2v_core.VAEConfig.scaling_factor, device=mm.get_torch_device())
     return comfy.model_patcher.ModelPatcher(t2v_model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())

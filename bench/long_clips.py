@@ -73,7 +73,7 @@ def run_core(frames, size, comfyui, pack_name):
         negative, positive = [[[c[None], {}]] for c in context]
         latent = {"samples": noise, "t2v_noise": True}
         out = sampler_module.Sampler.execute(windowed, positive, negative, latent, STEPS, CFG, "ddim", 1.0, seed=SEED)
-        return noise, out.result[0]["samples"]
+        return noise, model.model.process_latent_in(out.result[0]["samples"])  # the sampler's space, as t2v_core's
 
     return run
 
