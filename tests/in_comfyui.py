@@ -48,6 +48,17 @@ patches_module = importlib.import_module(f"{pack_name}.nodes.patches")
 CPU = torch.device("cpu")
 
 
+def refusals(cases):
+    """{name: message} of the ``cases`` (name: call) that raise ValueError; a case that runs is left out."""
+    errors = {}
+    for name, run in cases.items():
+        try:
+            run()
+        except ValueError as error:
+            errors[name] = str(error)
+    return errors
+
+
 def lora_for(unet, rank=2, seed=0):
     """Random factors for every UNet matrix: PEFT names, and Stable LoRA's for the temporal 3x1x1 convs."""
     g = torch.Generator().manual_seed(seed)
@@ -165,15 +176,10 @@ def prompt_syntax(checkpoint, clip_file, embeddings):
         core_layer.clip_layer(layer)
         our_layer.clip_layer(layer)
         layers[layer] = (our_layer.encode(PROMPTS["weighted"]) - core_layer.encode(PROMPTS["weighted"])).abs().max().item()
-    errors = {}
     text_encode = importlib.import_module(f"{pack_name}.nodes").TextEncode
-    for name, run in (("not_there", lambda: ours.encode("a fox, embedding:not_there")),
-                      ("sd15_style", lambda: ours.encode("a fox, embedding:sd15_style")),
-                      ("core_clip", lambda: text_encode.execute(core, "a fox"))):
-        try:
-            run()
-        except ValueError as error:
-            errors[name] = str(error)
+    errors = refusals({"not_there": lambda: ours.encode("a fox, embedding:not_there"),
+                       "sd15_style": lambda: ours.encode("a fox, embedding:sd15_style"),
+                       "core_clip": lambda: text_encode.execute(core, "a fox")})
     print(json.dumps({"prompts": results, "layers": layers, "errors": errors,
                       "core_dtype": str(next(core.cond_stage_model.parameters()).dtype)}))
 
@@ -239,15 +245,10 @@ def one_path(checkpoint):
             "same_weights": all(torch.equal(p, weights[n]) for n, p in clone.model.named_parameters()),
             "pack_diff": (pack(clone) - pack(loaded.model)).abs().max().item(),
             "core_diff": (core(clone) - core(loaded.model)).abs().max().item()}
-    errors = {}
-    for name, run in (("sampler", lambda: pack(loaded.model, [[positive[0][0], {"control": object()}]])),
-                      ("unet", lambda: loaded.model.model.diffusion_model(noise, torch.tensor([500.0]),
-                                                                         positive[0][0], control={"output": []}))):
-        try:
-            run()
-        except ValueError as error:
-            errors[name] = str(error)
-    report["control_errors"] = errors
+    report["control_errors"] = refusals({
+        "sampler": lambda: pack(loaded.model, [[positive[0][0], {"control": object()}]]),
+        "unet": lambda: loaded.model.model.diffusion_model(noise, torch.tensor([500.0]), positive[0][0],
+                                                           control={"output": []})})
     print(json.dumps(report))
 
 
@@ -328,18 +329,12 @@ def core_types(checkpoint, lora_dir):
                              "vae_diff": diff(pack_nodes.Decode.execute(moved_vae, {"samples": latents}).result[0],
                                               frames)}
 
-    errors = {}
     other_vae = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
-    cases = {"pack_decode_other_vae": lambda: pack_nodes.Decode.execute(other_vae, {"samples": latents}),
-             "vae_decode_16_channels": lambda: core.VAEDecode().decode(vae, {"samples": torch.zeros(1, 16, 3, 4, 4)}),
-             "vae_decode_image_latent": lambda: core.VAEDecode().decode(vae, {"samples": torch.zeros(1, 4, 4, 4)}),
-             "vae_encode_odd_size": lambda: core.VAEEncode().encode(vae, torch.zeros(2, 30, 32, 3))}
-    for case, run in cases.items():
-        try:
-            run()
-        except ValueError as error:
-            errors[case] = str(error)
-    report["errors"] = errors
+    report["errors"] = refusals({
+        "pack_decode_other_vae": lambda: pack_nodes.Decode.execute(other_vae, {"samples": latents}),
+        "vae_decode_16_channels": lambda: core.VAEDecode().decode(vae, {"samples": torch.zeros(1, 16, 3, 4, 4)}),
+        "vae_decode_image_latent": lambda: core.VAEDecode().decode(vae, {"samples": torch.zeros(1, 4, 4, 4)}),
+        "vae_encode_odd_size": lambda: core.VAEEncode().encode(vae, torch.zeros(2, 30, 32, 3))})
     print(json.dumps(report))
 
 
