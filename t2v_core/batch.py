@@ -20,7 +20,7 @@ import torch
 
 from .generate import generate
 from .samplers import SAMPLERS
-from .video import temporary_file, write_video
+from .video import write_files, write_video
 
 log = logging.getLogger(__name__)
 
@@ -334,22 +334,21 @@ class Writer:
 
     def save(self, job, data, seconds, worker):
         """Write one video's ``data`` and its manifest entry."""
-        tmp = temporary_file(self.out, Path(job.file).stem, Path(job.file).suffix)
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.out / job.file)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_files([self.out / job.file], lambda _, tmp: write_synced(tmp, data))
         entry = {"file": job.file, **job.record(), **self.info, "seconds": seconds, "worker": worker}
         with open(self.manifest, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
         self.done[job.file] = entry
+
+
+def write_synced(path, data):
+    """``data`` in ``path``, on the disk before this returns (a killed run never leaves a short video)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _changes(entry, record):
