@@ -3,10 +3,9 @@ LoraLoader, VAEDecode, VAEDecodeTiled, VAEEncode, VAEEncodeTiled, the device sel
 nodes give, in-process and through a real server."""
 import numpy as np
 import pytest
-from PIL import Image
 from safetensors.torch import save_file
 
-from test_comfyui_nodes import outputs_of
+from test_core_sampling import frames
 from test_lora import stable_lora_state
 from workflows import tiny_text_to_video
 
@@ -89,17 +88,11 @@ def core_nodes_graph(length=4, seed=3):
     return prompt
 
 
-def frames_of(comfy, prompt):
-    entry = comfy.run(prompt)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    return np.stack([np.asarray(Image.open(comfy.output_path(i))) for i in outputs_of(entry)]).astype(np.float32)
-
-
 def test_a_graph_of_core_text_and_vae_nodes_makes_the_pack_graph_frames(comfy):
     """Queued through the HTTP API: ComfyUI accepts the links (CLIP and VAE types) and the frames are the same."""
-    core = frames_of(comfy, core_nodes_graph())
+    core = frames(comfy, core_nodes_graph())
     pack, _ = tiny_text_to_video(width=32, height=32, length=4, seed=3)
-    ours = frames_of(comfy, pack)
+    ours = frames(comfy, pack)
     assert core.shape == ours.shape and ours.std() > 2
     assert np.abs(core - ours).max() <= PIXEL_TOL
 
