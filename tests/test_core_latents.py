@@ -58,13 +58,16 @@ def with_saved_latent(prompt, prefix):
     return prompt
 
 
+def decode_graph():
+    """The shipped text_to_video's loader, Decode and Save nodes alone: the Decode's samples are to be wired."""
+    prompt, _ = tiny_text_to_video(width=32, height=32, length=LENGTH)
+    return {node: spec for node, spec in prompt.items() if spec["class_type"] in (
+        "ModelScopeT2VCheckpointLoader", "ModelScopeT2VDecode", "ModelScopeT2VSaveVideo")}
+
+
 def decode_latent_file(name):
     """Loader -> core LoadLatent(name) -> the pack's Decode -> PNG frames."""
-    prompt, _ = tiny_text_to_video(width=32, height=32, length=LENGTH)
-    for node in list(prompt):
-        if prompt[node]["class_type"] not in ("ModelScopeT2VCheckpointLoader", "ModelScopeT2VDecode",
-                                              "ModelScopeT2VSaveVideo"):
-            del prompt[node]
+    prompt = decode_graph()
     prompt["70"] = {"class_type": "LoadLatent", "inputs": {"latent": name}}
     prompt[DECODE]["inputs"]["samples"] = ["70", 0]
     return prompt
@@ -114,12 +117,10 @@ def test_latent_batch_of_two_videos_decodes_to_both(comfy):
     write_image(comfy, "batch_b.png", seed=12)
     alone = {}
     for image in ("batch_a.png", "batch_b.png"):
-        prompt = decode_latent_file("unused")
-        del prompt["70"]
+        prompt = decode_graph()
         prompt[DECODE]["inputs"]["samples"] = [encode_graph(prompt, image), 0]
         alone[image] = frames(comfy, prompt)
-    prompt = decode_latent_file("unused")
-    del prompt["70"]
+    prompt = decode_graph()
     first, second = encode_graph(prompt, "batch_a.png", "40"), encode_graph(prompt, "batch_b.png", "50")
     prompt["60"] = {"class_type": "LatentBatch", "inputs": {"samples1": [first, 0], "samples2": [second, 0]}}
     prompt[DECODE]["inputs"]["samples"] = ["60", 0]
