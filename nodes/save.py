@@ -40,7 +40,7 @@ def check_prefix(filename_prefix):
                          f"(subfolders allowed, no '..' and no absolute path)")
 
 
-def check_choices(format, formats, codec):
+def require_format_and_codec(format, formats, codec):
     """An error naming the input when format is not one of ``formats`` or codec does not fit it."""
     require_choices(format=(format, formats), codec=(codec, t2v_core.CODECS))
     error = t2v_core.codec_error(format, codec)
@@ -143,7 +143,7 @@ class SaveVideo(io.ComfyNode):
     @classmethod
     def execute(cls, images, fps, filename_prefix, format, crf=AUTO_CRF, codec="auto", videos=1) -> io.NodeOutput:
         check_prefix(filename_prefix)
-        check_choices(format, FORMATS, codec)
+        require_format_and_codec(format, FORMATS, codec)
         return io.NodeOutput(ui=save(split_videos(images, videos), fps, filename_prefix, format, crf, codec,
                                      metadata_of(cls.hidden), io.FolderType.output))
 
@@ -171,7 +171,7 @@ class PreviewVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, fps, format, videos) -> io.NodeOutput:
-        check_choices(format, PREVIEW_FORMATS, "auto")
+        require_format_and_codec(format, PREVIEW_FORMATS, "auto")
         prefix = "ModelScopeT2V_temp_" + "".join(random.choice(string.ascii_lowercase) for _ in range(5))
         return io.NodeOutput(ui=save(split_videos(images, videos), fps, prefix, format, AUTO_CRF, "auto",
                                      metadata_of(cls.hidden), io.FolderType.temp))
