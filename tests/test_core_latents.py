@@ -86,6 +86,24 @@ def test_saved_latents_load_back_to_the_same_video(comfy):
     assert np.abs(frames(comfy, decode_latent_file("roundtrip.latent")) - made).max() == 0 and made.std() > 2
 
 
+def test_latents_saved_pre_scaled_load_back_through_latent_multiply(comfy):
+    """Before the LATENT convention changed, the pack's latents were pre-scaled by 0.18215 and core SaveLatent wrote
+    them with its current-format marker, so LoadLatent does not unscale them: core LatentMultiply by 5.49 (its
+    0.01 step; 1/0.18215 = 5.48998) gives the sampler's video again, as the README says."""
+    entry = comfy.run(with_saved_latent(pack_graph(5, "euler", "karras"), "prescaled/latent"))
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    item = entry["outputs"]["62"]["latents"][0]
+    saved = load_file(comfy.base / "output" / item["subfolder"] / item["filename"])
+    saved["latent_tensor"] = saved["latent_tensor"] * 0.18215
+    save_file(saved, comfy.base / "input" / "prescaled.latent")
+    prompt = decode_latent_file("prescaled.latent")
+    prompt["71"] = {"class_type": "LatentMultiply", "inputs": {"samples": ["70", 0], "multiplier": 5.49}}
+    prompt[DECODE]["inputs"]["samples"] = ["71", 0]
+    made = frames(comfy, pack_graph(5, "euler", "karras"))
+    unscaled = frames(comfy, decode_latent_file("prescaled.latent"))
+    assert np.abs(frames(comfy, prompt) - made).max() <= PIXEL_TOL < np.abs(unscaled - made).max()
+
+
 def test_diffusers_latents_in_a_latent_file_decode_as_diffusers_decodes_them(comfy, checkpoints):
     """Latents as diffusers' pipelines hand them (``output_type="latent"``: the VAE's latents times 0.18215), saved
     in the file format of older ComfyUI (no ``latent_format_version_0``): core LoadLatent unscales them and the
