@@ -171,7 +171,7 @@ class PreviewVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, fps, format, videos) -> io.NodeOutput:
-        require_format_and_codec(format, PREVIEW_FORMATS, "auto")
+        require_choices(format=(format, PREVIEW_FORMATS))
         prefix = "ModelScopeT2V_temp_" + "".join(random.choice(string.ascii_lowercase) for _ in range(5))
         return io.NodeOutput(ui=save(split_videos(images, videos), fps, prefix, format, AUTO_CRF, "auto",
                                      metadata_of(cls.hidden), io.FolderType.temp))

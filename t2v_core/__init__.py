@@ -1,5 +1,6 @@
 """ModelScope text-to-video (arXiv 2308.06571) in plain PyTorch: the model, its checkpoint formats and samplers."""
 from .checkpoint import PICKLE_SUFFIXES, CheckpointError, read_tensors
+from .files import write_files
 from .generate import generate, initial_noise, sample
 from .lora import LoraError, apply_lora, match_lora, read_lora
 from .loading import (FOLDER_MARKERS, detect_format, load_pipeline, load_text_encoder, load_unet, load_vae,
@@ -13,7 +14,7 @@ from .samplers import SAMPLERS, step_noise
 from .schedule import NoiseSchedule, lcm_denoised, variance_preserving
 from .unet3d import UNet3DConfig
 from .vae import VAEConfig
-from .video import CODECS, codec_error, temporary_file, to_uint8, write_files, write_video, write_videos
+from .video import CODECS, codec_error, to_uint8, write_video, write_videos
 
 __all__ = ["BlockPatches", "CODECS", "CheckpointError", "DTYPES", "FOLDER_MARKERS", "LoraError", "MissingComponent",
            "NoiseSchedule", "NotEnoughMemory", "PICKLE_SUFFIXES", "Pipeline", "SAMPLERS", "ScheduleError",
@@ -21,5 +22,5 @@ __all__ = ["BlockPatches", "CODECS", "CheckpointError", "DTYPES", "FOLDER_MARKER
            "apply_lora", "check_fits", "codec_error", "detect_format", "encode_prompt_schedule", "freeu", "generate",
            "initial_noise", "interpolate_contexts", "latent_strip", "lcm_denoised", "load_pipeline",
            "load_text_encoder", "load_unet", "load_vae", "match_lora", "parse_prompt_schedule", "read_lora", "read_tensors", "sample",
-           "sampling_bytes", "save_single_file", "step_noise", "temporary_file", "to_uint8", "variance_preserving",
+           "sampling_bytes", "save_single_file", "step_noise", "to_uint8", "variance_preserving",
            "write_files", "write_video", "write_videos"]

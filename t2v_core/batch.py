@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from .files import write_files
 from .generate import generate
 from .samplers import SAMPLERS
-from .video import write_files, write_video
+from .video import write_video
 
 log = logging.getLogger(__name__)
 

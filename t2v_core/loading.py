@@ -7,8 +7,6 @@ network's file, as published (``unet/diffusion_pytorch_model.fp16.safetensors``,
 """
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,6 +16,7 @@ from .checkpoint import CheckpointError, is_safetensors, read_json, read_safeten
 from . import keymaps
 from . import ops as default_ops
 from .components import build_text_encoder, build_unet, build_vae, export_state, noise_schedule, text_keymap
+from .files import write_files
 from .pipeline import Pipeline
 from .schedule import NoiseSchedule
 from .vae import VAEConfig
@@ -233,12 +232,5 @@ def save_single_file(pipe, path, dtype=None):
         meta["vae"] = {"norm_groups": pipe.vae.config.norm_groups, "scaling_factor": pipe.vae.config.scaling_factor}
     if pipe.text_encoder is not None:
         meta["text_encoder"] = {"heads": pipe.text_encoder.config.heads}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={SINGLE_FILE_TAG: json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_files([path], lambda _, tmp: save_file(state, tmp, metadata={SINGLE_FILE_TAG: json.dumps(meta)}))
     return path

@@ -1,11 +1,12 @@
 """Writing frames to video files with the ffmpeg that ships inside ``imageio-ffmpeg``."""
 import os
-import secrets
 import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .files import write_files
 
 ENCODERS = {
     # yuv420p throughout: browsers, QuickTime and VLC play it. The crf defaults are the pack's of before for H.264
@@ -54,44 +55,6 @@ def to_uint8(frames):
     """[F, H, W, 3] floats in 0..1 -> uint8, truncating as the original pipeline does."""
     frames = frames.detach().float().cpu().numpy() if hasattr(frames, "detach") else np.asarray(frames)
     return (np.clip(frames, 0, 1) * 255).astype(np.uint8)
-
-
-def temporary_file(folder, name, suffix):
-    """A new hidden, empty file in ``folder`` to write ``name`` into before renaming it there.
-
-    Created as ``open`` creates files, with the mode the umask gives (``tempfile.mkstemp`` makes them 0600, and a
-    rename keeps the mode), so saved videos and frames are as readable as any other file the user writes.
-    """
-    while True:
-        path = os.path.join(folder, f".{name}-{secrets.token_hex(4)}{suffix}")
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            return path
-        except FileExistsError:
-            continue
-
-
-def write_files(paths, write):
-    """Write every one of ``paths`` by ``write(index, temporary_path)`` under a temporary name beside it, then rename
-    them all: the files appear together or, if any write or rename fails, none does."""
-    temporary, renamed = [], []
-    try:
-        for i, path in enumerate(paths):
-            path = Path(path)
-            temporary.append(temporary_file(path.parent, path.stem, path.suffix))
-            write(i, temporary[-1])
-        for tmp, path in zip(temporary, paths):
-            os.replace(tmp, path)
-            renamed.append(path)
-    except BaseException:
-        for path in renamed:
-            os.unlink(path)
-        raise
-    finally:
-        for tmp in temporary:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return paths
 
 
 def _ffmetadata(metadata):
