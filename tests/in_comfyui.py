@@ -48,6 +48,11 @@ patches_module = importlib.import_module(f"{pack_name}.nodes.patches")
 CPU = torch.device("cpu")
 
 
+def diff(a, b):
+    """The largest absolute difference of two tensors, or None when their shapes differ."""
+    return (a.float() - b.float()).abs().max().item() if a.shape == b.shape else None
+
+
 def refusals(cases):
     """{name: message} of the ``cases`` (name: call) that raise ValueError; a case that runs is left out."""
     errors = {}
@@ -166,7 +171,7 @@ def prompt_syntax(checkpoint, clip_file, embeddings):
         expected = core.encode_from_tokens(core.tokenize(text)).float()
         got = ours.encode(text).float()
         results[name] = {"shape": list(got.shape), "core_shape": list(expected.shape),
-                         "max_diff": (got - expected).abs().max().item() if got.shape == expected.shape else None,
+                         "max_diff": diff(got, expected),
                          "differs_from_plain": None}
     plain = ours.encode(PROMPTS["plain"])
     results["weighted"]["differs_from_plain"] = (ours.encode(PROMPTS["weighted"]) - plain).abs().max().item()
@@ -265,9 +270,6 @@ def core_types(checkpoint, lora_dir):
     loaded = model_module.load_checkpoint(checkpoint, "fp32")
     clip, vae, model = loaded.clip, loaded.vae, loaded.model
 
-    def diff(a, b):
-        return (a.float() - b.float()).abs().max().item() if a.shape == b.shape else None
-
     def core_context(clip, text):
         return core.CLIPTextEncode().encode(clip, text)[0][0][0]
 
@@ -350,9 +352,6 @@ def core_latents(checkpoint, vae_file):
     pack_nodes = importlib.import_module(f"{pack_name}.nodes")
     loaded = model_module.load_checkpoint(checkpoint, "fp32", vae_path=vae_file)
     core_vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(vae_file))
-
-    def diff(a, b):
-        return (a.float() - b.float()).abs().max().item() if a.shape == b.shape else None
 
     def as_images(latents):  # [1, C, F, h, w] -> [F, C, h, w]
         return latents[0].movedim(1, 0)

@@ -277,8 +277,7 @@ def test_frames_go_to_core_frame_interpolation(comfy):
                                                 "filename_prefix": "interpolated/frame"}}
     entry = comfy.run(prompt)
     assert entry["status"]["status_str"] == "success", entry["status"]["messages"][-1][1].get("exception_message")
-    made, interpolated = ([np.asarray(Image.open(comfy.output_path(i)), np.float32) for i in outputs_of(entry, node)]
-                          for node in (SAVE, "22"))
+    [made], [interpolated] = (png_videos(comfy, outputs_of(entry, node), 1) for node in (SAVE, "22"))
     assert len(made) == 4 and len(interpolated) == 7
     assert max(np.abs(interpolated[2 * i] - frame).max() for i, frame in enumerate(made)) <= 1
 
