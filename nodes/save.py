@@ -40,10 +40,11 @@ def check_prefix(filename_prefix):
                          f"(subfolders allowed, no '..' and no absolute path)")
 
 
-def require_format_and_codec(format, formats, codec):
-    """An error naming the input when format is not one of ``formats`` or codec does not fit it."""
+def require_format_and_codec(format, formats, codec, crf):
+    """An error naming the input when format is not one of ``formats``, codec does not fit it, or crf (None: the
+    codec's default) is beyond the codec's range."""
     require_choices(format=(format, formats), codec=(codec, t2v_core.CODECS))
-    error = t2v_core.codec_error(format, codec)
+    error = t2v_core.codec_error(format, codec, crf)
     if error:
         raise ValueError(error)
 
@@ -80,7 +81,7 @@ def save_png_frames(videos, folder, stems, metadata):
 
 def save(videos, fps, filename_prefix, format, crf, codec, metadata, folder_type):
     """Write each of ``videos`` as its own file (a set of PNG frames for png) into the output or temp folder; the
-    node's UI output. Nothing is left behind when any file fails."""
+    node's UI output. ``crf`` None: the codec's default. Nothing is left behind when any file fails."""
     base = folder_paths.get_temp_directory() if folder_type == io.FolderType.temp else folder_paths.get_output_directory()
     height, width = videos.shape[2:4]
     try:
@@ -92,7 +93,7 @@ def save(videos, fps, filename_prefix, format, crf, codec, metadata, folder_type
             return ui.SavedImages([ui.SavedResult(f, subfolder, folder_type) for f in files])
         files = [f"{name}.{format}" for name in names]
         t2v_core.write_videos(videos, [os.path.join(folder, f) for f in files], fps=fps, fmt=format, metadata=metadata,
-                              crf=None if crf == AUTO_CRF else crf, codec=codec)
+                              crf=crf, codec=codec)
         return ui.PreviewVideo([ui.SavedResult(f, subfolder, folder_type) for f in files])
     except OSError as e:
         where = os.path.join(base, os.path.dirname(filename_prefix))
@@ -117,10 +118,11 @@ class SaveVideo(io.ComfyNode):
                 io.Combo.Input("format", options=FORMATS, default="mp4",
                                tooltip="mp4: H.264 yuv420p, plays everywhere. webm: VP9. gif: no metadata. "
                                        "png: one image per frame. mkv: H.264, as core Save Video's mkv."),
-                io.Int.Input("crf", default=AUTO_CRF, min=AUTO_CRF, max=51, optional=True,
+                io.Int.Input("crf", default=AUTO_CRF, min=AUTO_CRF, max=max(t2v_core.CRF_MAX.values()),
+                             optional=True,
                              tooltip="Quality of mp4, webm and mkv, as core Save Video's crf: 0 is the best and "
-                                     "biggest, 51 the smallest. -1: the codec's default (H.264 17, VP9 and AV1 30). "
-                                     "gif and png ignore it."),
+                                     "biggest, the codec's highest the smallest (H.264 51, VP9 and AV1 63). -1: the "
+                                     "codec's default (H.264 17, VP9 and AV1 30). gif and png ignore it."),
                 io.Combo.Input("codec", options=list(t2v_core.CODECS), default="auto", optional=True,
                                tooltip="The video codec, as core Save Video's: auto is the format's own (mp4 and mkv "
                                        "H.264, webm VP9); h264 in mp4 and mkv; vp9 in webm and mkv; av1 (SVT-AV1) in "
@@ -143,7 +145,8 @@ class SaveVideo(io.ComfyNode):
     @classmethod
     def execute(cls, images, fps, filename_prefix, format, crf=AUTO_CRF, codec="auto", videos=1) -> io.NodeOutput:
         check_prefix(filename_prefix)
-        require_format_and_codec(format, FORMATS, codec)
+        crf = None if crf == AUTO_CRF else crf
+        require_format_and_codec(format, FORMATS, codec, crf)
         return io.NodeOutput(ui=save(split_videos(images, videos), fps, filename_prefix, format, crf, codec,
                                      metadata_of(cls.hidden), io.FolderType.output))
 
@@ -173,5 +176,5 @@ class PreviewVideo(io.ComfyNode):
     def execute(cls, images, fps, format, videos) -> io.NodeOutput:
         require_choices(format=(format, PREVIEW_FORMATS))
         prefix = "ModelScopeT2V_temp_" + "".join(random.choice(string.ascii_lowercase) for _ in range(5))
-        return io.NodeOutput(ui=save(split_videos(images, videos), fps, prefix, format, AUTO_CRF, "auto",
+        return io.NodeOutput(ui=save(split_videos(images, videos), fps, prefix, format, None, "auto",
                                      metadata_of(cls.hidden), io.FolderType.temp))

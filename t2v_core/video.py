@@ -24,31 +24,41 @@ CONTAINERS = {
 }
 FORMATS = tuple(CONTAINERS)
 CODECS = ("auto", *ENCODERS)
+CRF_MAX = {"h264": 51, "vp9": 63, "av1": 63}  # each encoder's range is 0 to this, as in core Save Video
 
 
-def codec_error(fmt, codec):
-    """None, or a message naming ``codec`` when ``fmt`` cannot hold it (``auto``: the format's default)."""
-    if codec in (None, "auto"):
-        return None
+def encoder_of(fmt, codec=None):
+    """The codec ``fmt`` is written with (``auto`` or None: the format's own), or None for a format without one."""
     held = CONTAINERS[fmt][1] if fmt in CONTAINERS else ()
-    if codec not in held:
+    return held[0] if held and codec in (None, "auto") else codec if codec in held else None
+
+
+def codec_error(fmt, codec, crf=None):
+    """None, or a message naming ``codec`` when ``fmt`` cannot hold it (``auto``: the format's default), or ``crf``
+    when it is beyond that codec's range (formats without a codec ignore it)."""
+    held = CONTAINERS[fmt][1] if fmt in CONTAINERS else ()
+    if codec not in (None, "auto", *held):
         expected = ", ".join(("auto", *held)) if held else f"auto (a {fmt} has no codec to choose)"
         return f"codec: {codec!r} does not fit the {fmt} format; expected {expected}"
+    encoder = encoder_of(fmt, codec)
+    if encoder and crf is not None and not 0 <= crf <= CRF_MAX[encoder]:
+        return (f"crf: {crf} is beyond {encoder}'s range 0-{CRF_MAX[encoder]} (the {fmt} format with codec "
+                f"{codec or 'auto'}); give a crf in that range or a codec that takes {crf}")
     return None
 
 
 def encoder_options(fmt, codec=None, crf=None):
     """ffmpeg's output options for ``codec`` in ``fmt``; ``crf`` replaces the codec's default (None: kept)."""
-    error = codec_error(fmt, codec)
+    error = codec_error(fmt, codec, crf)
     if error:
         raise ValueError(error)
-    _, held, options = CONTAINERS[fmt]
-    if not held:
-        return options
-    encoder = list(ENCODERS[held[0] if codec in (None, "auto") else codec])
+    encoder = encoder_of(fmt, codec)
+    if encoder is None:
+        return CONTAINERS[fmt][2]
+    options = list(ENCODERS[encoder])
     if crf is not None:
-        encoder[encoder.index("-crf") + 1] = str(crf)
-    return [*encoder, *options]
+        options[options.index("-crf") + 1] = str(crf)
+    return [*options, *CONTAINERS[fmt][2]]
 
 
 def to_uint8(frames):

@@ -371,6 +371,51 @@ def test_a_codec_the_format_cannot_hold_is_refused_before_writing(comfy, fmt, co
     assert_still_serving(comfy)
 
 
+def test_crf_beyond_the_codecs_range_is_refused_and_av1_takes_core_s_63(comfy):
+    """H.264's crf ends at 51, VP9's and AV1's at 63, as in core Save Video: mp4 (H.264) at 55 is refused by name
+    before anything is written; webm with av1 at 63 is written, as AV1."""
+    prompt, _ = tiny_text_to_video(fmt="mp4")
+    prompt[SAVE]["inputs"].update(crf=55, filename_prefix="crf-refused/video")
+    message = error_message(comfy.run(prompt))
+    assert "crf: 55 is beyond h264's range 0-51 (the mp4 format with codec auto)" in message
+    assert not (comfy.base / "output" / "crf-refused").exists()
+    prompt, _ = tiny_text_to_video(width=16, height=16, fmt="webm")
+    blocky(prompt, 64)
+    prompt[SAVE]["inputs"].update(crf=63, codec="av1", filename_prefix="crf-63/video")
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert codec_of(comfy.output_path(outputs_of(entry)[0])) == "av1"
+
+
+def core_save_video_choices(core_inputs):
+    """{(format, codec, crf max or None)} that core Save Video lists in /object_info: plain combos on 0.3.75 (no
+    crf), a dynamic combo of formats each holding a dynamic combo of codecs with their crf on 0.33."""
+    if core_inputs["format"][0] == "COMBO":
+        return {(fmt, codec, None) for fmt in core_inputs["format"][1]["options"]
+                for codec in core_inputs["codec"][1]["options"]}
+    choices = set()
+    for fmt in core_inputs["format"][1]["options"]:
+        for codec in fmt["inputs"]["required"]["codec"][1]["options"]:
+            encodings = codec["inputs"].get("optional", {}).get("encoding", [None, {"options": []}])[1]["options"]
+            crfs = [e["inputs"]["required"]["crf"][1]["max"] for e in encodings if "crf" in e["inputs"]["required"]]
+            choices.add((fmt["key"], codec["key"], crfs[0] if crfs else None))
+    return choices
+
+
+def test_save_offers_every_choice_of_core_save_video(comfy):
+    """Each container, codec and crf range core Save Video offers is a choice of the Save node (core's format auto
+    keeps a loaded video's container, which frames do not have)."""
+    info = comfy.get("/object_info")
+    ours = info["ModelScopeT2VSaveVideo"]["input"]
+    formats, codecs = ours["required"]["format"][1]["options"], ours["optional"]["codec"][1]["options"]
+    choices = {c for c in core_save_video_choices(info["SaveVideo"]["input"]["required"]) if c[0] != "auto"}
+    assert ("mp4", "h264", None if comfy.host.version == "0.3.75" else 51) in choices
+    for fmt, codec, crf_max in choices:
+        assert fmt in formats and codec in codecs and t2v_core.codec_error(fmt, codec) is None, (fmt, codec)
+        if crf_max is not None:
+            assert t2v_core.CRF_MAX[codec] == crf_max <= ours["optional"]["crf"][1]["max"], (codec, crf_max)
+
+
 def test_each_video_of_a_batch_is_its_own_file(comfy):
     """A noise video of batch_size 2: two mp4 files and two sets of PNG frames, numbered one after the other as core
     Save Image numbers a batch; each mp4 decodes close to its own PNG frames (and far from the other's)."""
