@@ -66,12 +66,11 @@ class TextTower:
 
 
 class TextEncoder(comfy.sd.CLIP):
-    """The loader's CLIP. ``checkpoint`` keeps the loaded checkpoint alive while this is in use."""
+    """The loader's CLIP."""
 
-    def __init__(self, pipe, checkpoint):
+    def __init__(self, pipe):
         super().__init__(no_init=True)  # core's init builds a text model from a state dict; this one is built
         self.pipe = pipe
-        self.checkpoint = checkpoint
         self.cond_stage_model = TextTower(pipe)
         self.tokenizer = PromptTokenizer(pipe.text_encoder.config.width)
         self.patcher = comfy.model_patcher.ModelPatcher(

@@ -12,6 +12,9 @@ from .validation import require_choices, require_finite, require_multiple, requi
 
 SCALE = 8  # pixels per latent cell of every published checkpoint's VAE
 NOISE, ZEROS = "noise", "zeros"
+# The LATENT key that marks the noise video: its samples are the start noise itself, not a video to noise
+# (docs/comfyui-surface.md). The pack's sampler reads it; its output does not carry it.
+NOISE_KEY = "t2v_noise"
 MEMORY_ADVICE = "Use fewer frames, a smaller width and height, or a smaller batch_size."
 # The UNet of every published checkpoint (ModelScope, zeroscope): the noise node's estimate of what sampling needs.
 PUBLISHED_UNET = t2v_core.UNet3DConfig()
@@ -83,7 +86,7 @@ class EmptyLatentVideo(io.ComfyNode):
         if fill == ZEROS:
             return io.NodeOutput({"samples": torch.zeros(shape)})
         noise, _ = t2v_core.initial_noise(seed, length, height, width, SCALE, batch_size=batch_size)
-        return io.NodeOutput({"samples": noise, "t2v_noise": True})
+        return io.NodeOutput({"samples": noise, NOISE_KEY: True})
 
 
 TILED_TOOLTIP = ("Compute each frame in stripes of 64 rows: memory on the device stays that of one stripe whatever "

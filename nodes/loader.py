@@ -63,6 +63,17 @@ class CheckpointLoader(io.ComfyNode):
         return check_choices(ckpt_name=(ckpt_name, paths.checkpoint_names()))
 
     @classmethod
+    def fingerprint_inputs(cls, ckpt_name, vae_name=NO_VAE, text_encoder_name=NO_TEXT_ENCODER, **_):
+        """When the chosen files last changed: ComfyUI's execution cache keeps the loaded checkpoint while the
+        inputs and this stay the same, and loads it again once a file is overwritten in place."""
+        files = [paths.resolve(ckpt_name)]
+        if vae_name != NO_VAE:
+            files.append(folder_paths.get_full_path_or_raise("vae", vae_name))
+        if text_encoder_name != NO_TEXT_ENCODER:
+            files.append(folder_paths.get_full_path_or_raise(TEXT_ENCODERS, text_encoder_name))
+        return tuple(paths.modified(path) for path in files)
+
+    @classmethod
     def execute(cls, ckpt_name, dtype="auto", vae_name=NO_VAE, weight_dtype="default",
                 text_encoder_name=NO_TEXT_ENCODER) -> io.NodeOutput:
         require_choices(dtype=(dtype, ["auto", *DTYPES]), vae_name=(vae_name, [NO_VAE, *folder_paths.get_filename_list("vae")]),

@@ -1,13 +1,10 @@
 """t2v_core networks handed to ComfyUI's model management.
 
 The UNet becomes a core ``BaseModel`` (epsilon prediction, SD's beta schedule, a 3-D latent format), so core
-samplers can drive it too; the text encoder and the VAE become core's CLIP and VAE (``clip``, ``vae``). A checkpoint is loaded
-once for as long as any of its outputs is alive.
+samplers can drive it too; the text encoder and the VAE become core's CLIP and VAE (``clip``, ``vae``).
 """
 import logging
-import os
-import threading
-import weakref
+from typing import NamedTuple
 
 import comfy.conds
 import comfy.latent_formats
@@ -180,23 +177,17 @@ def model_patcher(pipe):
     return patcher
 
 
-class Checkpoint:
-    """The three outputs of one loaded checkpoint. ``settings``: ``load_checkpoint``'s arguments, which reload the
-    UNet for core's multi-GPU clones (``cached_patcher_init``)."""
+class Checkpoint(NamedTuple):
+    """The three outputs of one loaded checkpoint (``clip`` or ``vae`` None when the files have none)."""
 
-    def __init__(self, pipe, settings):
-        self.model = model_patcher(pipe)
-        self.model.t2v_checkpoint = self
-        self.model.cached_patcher_init = (load_model, settings)
-        self.clip = TextEncoder(pipe, self) if pipe.text_encoder is not None else None
-        self.vae = VAE(pipe, self) if pipe.vae is not None else None
+    model: comfy.model_patcher.ModelPatcher
+    clip: TextEncoder | None
+    vae: VAE | None
 
 
 DTYPES = t2v_core.DTYPES
 # The loader's weight_dtype, as core UNETLoader names them: the UNet's matrices stored in 8 bits.
 WEIGHT_DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
-_loaded = weakref.WeakValueDictionary()
-_lock = threading.Lock()
 
 
 def compute_dtype(name):
@@ -208,13 +199,6 @@ def compute_dtype(name):
     return dtype
 
 
-def modified(path):
-    """When a checkpoint file, or any file of a checkpoint folder, last changed (a file overwritten in place too)."""
-    if not os.path.isdir(path):
-        return os.path.getmtime(path)
-    return max((os.path.getmtime(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files), default=0)
-
-
 def load_pipeline(path, dtype_name, vae_path, weight_dtype_name, text_encoder_path):
     dtype, weight_dtype = compute_dtype(dtype_name), WEIGHT_DTYPES[weight_dtype_name]
     pipe = t2v_core.load_pipeline(path, device=mm.unet_offload_device(), dtype=dtype, vae=vae_path, ops=OPS,
@@ -224,16 +208,16 @@ def load_pipeline(path, dtype_name, vae_path, weight_dtype_name, text_encoder_pa
 
 
 def load_checkpoint(path, dtype_name="auto", vae_path=None, weight_dtype_name="default", text_encoder_path=None):
-    """Load ``path`` (any t2v_core layout), or return the copy already loaded with the same settings."""
+    """Load ``path`` (any t2v_core layout). ComfyUI's execution cache keeps the loader node's outputs, so a second
+    loader on the same files, or a later prompt, gets this copy again; the MODEL can reload its UNet alone through
+    core's ``cached_patcher_init`` (multi-GPU clones)."""
     settings = (path, dtype_name, vae_path, weight_dtype_name, text_encoder_path)
-    key = (os.path.realpath(path), modified(path), compute_dtype(dtype_name), weight_dtype_name,
-           *(extra and (os.path.realpath(extra), modified(extra)) for extra in (vae_path, text_encoder_path)))
-    with _lock:
-        checkpoint = _loaded.get(key)
-        if checkpoint is None:
-            checkpoint = Checkpoint(load_pipeline(*settings), settings)
-            _loaded[key] = checkpoint
-        return checkpoint
+    pipe = load_pipeline(*settings)
+    model = model_patcher(pipe)
+    model.cached_patcher_init = (load_model, settings)
+    clip = TextEncoder(pipe) if pipe.text_encoder is not None else None
+    vae = VAE(pipe) if pipe.vae is not None else None
+    return Checkpoint(model, clip, vae)
 
 
 def load_model(path, dtype_name, vae_path, weight_dtype_name, text_encoder_path, disable_dynamic=False):

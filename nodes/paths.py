@@ -53,3 +53,10 @@ def resolve(name):
     searched = ", ".join(base for folder in UNET_FOLDERS for base in folder_paths.get_folder_paths(folder))
     raise FileNotFoundError(f"ckpt_name: {name!r} is not in the text2video or diffusion_models model folders "
                             f"({searched}). Put the checkpoint folder or file there and refresh the node list.")
+
+
+def modified(path):
+    """When a checkpoint file, or any file of a checkpoint folder, last changed (a file overwritten in place too)."""
+    if not os.path.isdir(path):
+        return os.path.getmtime(path)
+    return max((os.path.getmtime(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files), default=0)

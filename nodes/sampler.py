@@ -16,7 +16,7 @@ import torch
 from comfy_api.latest import io
 
 from .. import t2v_core
-from .latent import require_sampler_inputs, video_latents
+from .latent import NOISE_KEY, require_sampler_inputs, video_latents
 from .loader import CATEGORY
 from .model import CONTROL_REFUSED, lcm_sampling, require_t2v_model
 from .preview import strip_previewer
@@ -89,15 +89,18 @@ def check_conditioning(conditioning, input_name, width):
                              f"Encode (not an image model's CLIP)")
 
 
-def start(latent, noise, denoise, generator):
-    """(noise, latent image) as core KSampler forms them: noise drawn from ``generator`` (seeded with the sampler's
-    seed: core's bits for that seed, ``batch_index`` honoured) and the LATENT's samples as the image it noises. The
-    noise node's LATENT is noise, never an image: it is the noise itself, on an empty image. A ``noise`` input
-    replaces the noise. The draw is always made, so fresh noise the sampler draws later follows it in the seed's
-    stream (as in t2v_core and diffusers) and never repeats it."""
+def start(latent, noise, denoise, seed):
+    """(noise, latent image, generator) as core KSampler forms them: noise from core's ``prepare_noise`` for the
+    sampler's seed (``batch_index`` honoured) and the LATENT's samples as the image it noises. The noise node's
+    LATENT (``t2v_noise``, docs/comfyui-surface.md) is the noise itself, on an empty image; a ``noise`` input
+    replaces the noise. The draw is always made, and ``generator`` is the seed's CPU stream where it ended
+    (``prepare_noise`` draws from the generator ``torch.manual_seed`` returns), so the fresh noise a sampler draws
+    later follows the start noise in the seed's stream, as in t2v_core and diffusers, and never repeats it."""
     samples = video_latents(latent, "latent")
-    drawn = comfy.sample.prepare_noise_inner(samples, generator, latent.get("batch_index"))
-    is_noise = bool(latent.get("t2v_noise"))
+    drawn = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+    generator = torch.Generator("cpu")
+    generator.set_state(torch.random.get_rng_state())
+    is_noise = bool(latent.get(NOISE_KEY))
     if is_noise and denoise < 1.0:
         raise ValueError(f"latent: the noise video is noise, not a video to change at denoise {denoise}; give the "
                          f"sampler a VAE-encoded video (ModelScope T2V VAE Encode), or set denoise to 1.0.")
@@ -108,8 +111,8 @@ def start(latent, noise, denoise, generator):
             raise ValueError(f"noise: shape {list(noise_samples.shape)} (frames {noise_samples.shape[2]}) does not match "
                              f"latent {list(samples.shape)} (frames {samples.shape[2]}); make both with the same width, "
                              f"height, length and batch size.")
-        return noise_samples, image
-    return (samples if is_noise else drawn), image
+        return noise_samples, image, generator
+    return (samples if is_noise else drawn), image, generator
 
 
 def check_memory(t2v, model, shape, cfg):
@@ -226,8 +229,7 @@ class Sampler(io.ComfyNode):
         check_conditioning(negative, "negative", width)
         check_context_windows(model)
         check_noise_mask(latent)
-        generator = torch.Generator("cpu").manual_seed(seed)
-        noise_samples, image = start(latent, noise, denoise, generator)
+        noise_samples, image, generator = start(latent, noise, denoise, seed)
         check_memory(t2v, model, noise_samples.shape, cfg)
         if eta > 0 and (sampler_name, scheduler) != ("ddim", REFERENCE):
             log.warning("ModelScope T2V Sampler: eta %.2f is used by ddim on scheduler %s only; %s on %s ignores it.",
@@ -249,6 +251,6 @@ class Sampler(io.ComfyNode):
                                              noise_mask=latent.get("noise_mask"),
                                              callback=progress_callback(t2v, len(sigmas) - 1),
                                              disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-        out = {key: value for key, value in latent.items() if key != "t2v_noise"}
+        out = {key: value for key, value in latent.items() if key != NOISE_KEY}  # the output is no longer noise
         out["samples"] = samples.to(mm.intermediate_device())
         return io.NodeOutput(out)

@@ -33,11 +33,10 @@ def stripes(rows):
 
 
 class VAE(comfy.sd.VAE):
-    """The loader's VAE. ``checkpoint`` keeps the loaded checkpoint alive while this is in use."""
+    """The loader's VAE."""
 
-    def __init__(self, pipe, checkpoint):  # core's init builds an autoencoder from a state dict; this one is built
+    def __init__(self, pipe):  # core's init builds an autoencoder from a state dict; this one is built
         self.pipe = pipe
-        self.checkpoint = checkpoint
         self.first_stage_model = pipe.vae
         self.device, self.offload_device = mm.vae_device(), mm.vae_offload_device()
         self.patcher = comfy.model_patcher.ModelPatcher(pipe.vae, load_device=self.device,

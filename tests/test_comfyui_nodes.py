@@ -478,14 +478,29 @@ def loads_of(comfy, name="tiny-t2v"):
 
 
 def test_a_checkpoint_is_loaded_once(comfy):
-    """Two loader nodes on the same checkpoint, and later prompts, share one loaded copy."""
+    """Two loader nodes with the same settings, and later prompts, share one loaded copy: ComfyUI's execution
+    cache keeps the loader's outputs (no cache of the pack's own)."""
     before = loads_of(comfy)
     prompt, _ = tiny_text_to_video()
-    prompt["30"] = {"class_type": "ModelScopeT2VCheckpointLoader", "inputs": {"ckpt_name": "tiny-t2v", "dtype": "fp32"}}
+    loader, = (node for node in prompt.values() if node["class_type"] == "ModelScopeT2VCheckpointLoader")
+    prompt["30"] = {"class_type": "ModelScopeT2VCheckpointLoader", "inputs": dict(loader["inputs"])}
     prompt["3"]["inputs"]["clip"] = ["30", 1]
     assert comfy.run(prompt)["status"]["status_str"] == "success"
     assert comfy.run(tiny_text_to_video()[0])["status"]["status_str"] == "success"
     assert loads_of(comfy) - before <= 1
+
+
+def test_a_checkpoint_overwritten_in_place_is_loaded_again(comfy):
+    """The loader fingerprints its files' times, so the execution cache does not keep a checkpoint whose file was
+    replaced under the same name."""
+    prompt, _ = tiny_text_to_video()
+    assert comfy.run(prompt)["status"]["status_str"] == "success"
+    before = loads_of(comfy)
+    files = [path for path in (comfy.base / "models" / "text2video" / "tiny-t2v").rglob("*") if path.is_file()]
+    later = max(path.stat().st_mtime for path in files) + 10
+    os.utime(files[0], (later, later))
+    assert comfy.run(prompt)["status"]["status_str"] == "success"
+    assert loads_of(comfy) - before == 1
 
 
 def test_nodes_are_found_by_what_users_type(comfy):
