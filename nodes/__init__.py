@@ -1,7 +1,7 @@
 """ComfyUI nodes over t2v_core: one node per stage of the text-to-video pipeline."""
 from comfy_api.latest import ComfyExtension, io
 
-from . import lora, paths
+from . import lora, paths, patcher
 from .conditioning import PromptSchedule, TextEncode
 from .keyframes import Keyframes
 from .latent import Decode, EmptyLatentVideo, Encode
@@ -20,5 +20,5 @@ class ModelScopeT2VExtension(ComfyExtension):
 
 async def comfy_entrypoint() -> ComfyExtension:
     paths.register()
-    lora.install()
+    patcher.register()
     return ModelScopeT2VExtension()

@@ -8,10 +8,10 @@ import copy
 from functools import partial
 
 import comfy.model_management as mm
-import comfy.model_patcher
 import comfy.sd
 
 from . import prompt_syntax
+from .patcher import Patcher
 
 TOKENS_KEY = "h"  # core's SD 2.x name for OpenCLIP-H's token batches
 
@@ -73,7 +73,7 @@ class TextEncoder(comfy.sd.CLIP):
         self.pipe = pipe
         self.cond_stage_model = TextTower(pipe)
         self.tokenizer = PromptTokenizer(pipe.text_encoder.config.width)
-        self.patcher = comfy.model_patcher.ModelPatcher(
+        self.patcher = Patcher(
             pipe.text_encoder, load_device=mm.text_encoder_device(), offload_device=mm.text_encoder_offload_device())
         self.patcher.is_clip = True
         self.layer_idx = None

@@ -1,74 +1,14 @@
-"""LoRA on the pack's MODEL and CLIP through ComfyUI's own LoRA patches.
-
-Core's loaders (LoraLoaderModelOnly, LoraLoader) find a LoRA's weights through key maps of core's UNets, which
-know nothing of this one. ``install`` routes a ModelScope T2V MODEL and CLIP through t2v_core's matching
-(diffusers/PEFT, kohya and Stable LoRA names) instead; the result is core's patches on clones of them, so strength,
-partial loading and unpatching behave as for core models. Every other model takes core's path unchanged.
-"""
-import functools
-import logging
-import os
-import sys
-
-import comfy.lora
-import comfy.sd
+"""The pack's LoRA Loader: a LoRA file on the pack's MODEL and CLIP as core's own patches, matched by t2v_core
+(diffusers/PEFT, kohya and Stable LoRA names). Core's loaders reach the same matching through ``patcher``."""
 import folder_paths
-import torch
 from comfy_api.latest import io
 
 from .. import t2v_core
-from .clip import TextEncoder, require_t2v_clip
+from .clip import require_t2v_clip
 from .loader import CATEGORY
-from .model import T2VModel, require_t2v_model
+from .model import require_t2v_model
+from .patcher import UNET_PREFIX, core_patches, warn_unmatched
 from .validation import check_choices, require_finite
-
-log = logging.getLogger(__name__)
-UNET_PREFIX = "diffusion_model.unet."
-
-
-def core_patches(weights, prefix=""):
-    """ComfyUI patches (``comfy.lora.load_lora``'s) for t2v_core's matched LoRA weights: each as a factor pair in
-    core's regular naming, or, for Stable LoRA's temporal convs (an update no factor pair of core's reshapes to), as
-    the dense update."""
-    state, key_map = {}, {}
-    for i, weight in enumerate(weights):
-        name = f"t2v_lora.{i}"
-        target = prefix + weight.target.key
-        key_map[name] = target if weight.target.rows is None else (target, (0, *weight.target.rows))
-        if weight.low_rank:
-            state[f"{name}.lora_up.weight"], state[f"{name}.lora_down.weight"] = weight.up, weight.down
-            if weight.alpha is not None:
-                state[f"{name}.alpha"] = torch.tensor(weight.alpha)
-        else:
-            state[f"{name}.diff"] = weight.delta().to(weight.up.dtype)
-    return comfy.lora.load_lora(state, key_map, log_missing=False)
-
-
-def lora_name(depth=4):
-    """The file a core LoRA loader is reading (its local ``lora_path``), to name it in messages; None when the
-    caller is not one of them."""
-    frame = sys._getframe(1)
-    for _ in range(depth):
-        frame = frame.f_back
-        if frame is None:
-            return None
-        path = frame.f_locals.get("lora_path")
-        if isinstance(path, str):
-            return os.path.basename(path)
-    return None
-
-
-def warn_unmatched(found, name, text_handled):
-    """One warning when part of the file fits nothing it is given to."""
-    text = 0 if text_handled else found.keys_of("text_encoder")
-    unused = len(found.unmatched) + text
-    if not unused:
-        return
-    detail = (f"{text} text-encoder keys need a LoRA loader that also patches the CLIP (core LoraLoader, or the "
-              f"ModelScope T2V LoRA Loader)"
-              if text else f"first unmatched: {', '.join(found.unmatched[:3])}")
-    log.warning("ModelScope T2V LoRA %s: %d of %d keys matched this model (%s).", name, found.total_keys - unused,
-                found.total_keys, detail)
 
 
 def patch(model, lora, strength_model, name, clip=None, strength_clip=0.0, text_handled=False):
@@ -85,30 +25,6 @@ def patch(model, lora, strength_model, name, clip=None, strength_clip=0.0, text_
         new_clip.patcher.add_patches(core_patches(found.of("text_encoder")), strength_clip)
     warn_unmatched(found, name, text_handled or clip is not None)
     return new_model, new_clip, found
-
-
-def install():
-    """Route core's LoRA loading of a ModelScope T2V MODEL through ``patch``; idempotent."""
-    original = comfy.sd.load_lora_for_models
-    if getattr(original, "t2v_lora", False):
-        return
-
-    @functools.wraps(original)
-    def load_lora_for_models(model, clip, lora, strength_model, strength_clip, *args, **kwargs):
-        if model is None or not isinstance(model.model, T2VModel):
-            return original(model, clip, lora, strength_model, strength_clip, *args, **kwargs)
-        name = lora_name() or "(unnamed)"
-        if isinstance(clip, TextEncoder):
-            return patch(model, lora, strength_model, name, clip, strength_clip)[:2]
-        new_model, _, found = patch(model, lora, strength_model, name, text_handled=clip is not None)
-        if clip is None:
-            return new_model, None
-        unet_keys = {key for weight in found.of("unet") for key in weight.keys}
-        rest = {key: value for key, value in lora.items() if key not in unet_keys}  # the core CLIP's share
-        return new_model, original(None, clip, rest, 0.0, strength_clip, *args, **kwargs)[1]
-
-    load_lora_for_models.t2v_lora = True
-    comfy.sd.load_lora_for_models = load_lora_for_models
 
 
 class LoraLoader(io.ComfyNode):

@@ -20,6 +20,7 @@ from torch import nn
 from .. import t2v_core
 from .clip import TextEncoder
 from .layers import OPS
+from .patcher import Patcher
 from .patches import block_patches
 from .types import FRAMES
 from .vae import VAE
@@ -170,7 +171,7 @@ def model_patcher(pipe):
     """The MODEL of a loaded pipeline: its UNet as a core model under a ModelPatcher."""
     load_device = mm.get_torch_device()
     latent_scale = (pipe.vae.config if pipe.vae is not None else t2v_core.VAEConfig).scaling_factor
-    patcher = comfy.model_patcher.ModelPatcher(T2VModel(pipe.unet, pipe.schedule, pipe.dtype, latent_scale,
+    patcher = Patcher(T2VModel(pipe.unet, pipe.schedule, pipe.dtype, latent_scale,
                                                         device=load_device),
                                                load_device=load_device, offload_device=mm.unet_offload_device())
     patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "modelscope_t2v", check_sampling)

@@ -42,7 +42,7 @@ from comfy.model_patcher import LowVramPatch  # noqa: E402
 
 pack = importlib.import_module(pack_name)
 model_module = importlib.import_module(f"{pack_name}.nodes.model")
-importlib.import_module(f"{pack_name}.nodes.lora").install()
+importlib.import_module(f"{pack_name}.nodes.patcher").register()
 keymaps = importlib.import_module(f"{pack_name}.t2v_core.keymaps")
 patches_module = importlib.import_module(f"{pack_name}.nodes.patches")
 CPU = torch.device("cpu")

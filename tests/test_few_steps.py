@@ -82,11 +82,12 @@ def test_mcm_lora_with_lcm_equals_diffusers_lcm_scheduler(comfy, mcm_adapter, ch
     assert prompt[SAMPLER]["inputs"]["model"] == [lora_id, 0]
     assert {k: prompt[SAMPLER]["inputs"][k] for k in ("sampler_name", "scheduler", "cfg")} == \
         {"sampler_name": "lcm", "scheduler": "modelscope", "cfg": 1.0}
+    log_start = len(comfy.log_text())
     ours = frames(comfy, prompt)
     expected = lcm_reference(checkpoints, mcm_adapter, positive_text(prompt), seed, steps) * 255
     record_property("max_abs_diff_in_255ths", float(np.abs(ours - expected).max()))
     assert np.abs(ours - expected).max() <= 2, np.abs(ours - expected).max()
-    assert "keys matched" not in comfy.log_text()  # every key of the adapter found its layer
+    assert "keys matched" not in comfy.log_text()[log_start:]  # every key of the adapter found its layer
     prompt[SAMPLER]["inputs"]["model"] = lora["inputs"]["model"]
     assert np.abs(ours - frames(comfy, prompt)).max() > 10, "the LoRA changed nothing"
 
