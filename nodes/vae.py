@@ -32,24 +32,32 @@ def stripes(rows):
     return {"frames_per_chunk": 1, "stripe_rows": rows} if rows else {}
 
 
-class VAE(comfy.sd.VAE):
-    """The loader's VAE."""
+def image_autoencoder(config):
+    """Core's description (``comfy.sd.VAE``'s ``config``) of the image autoencoder with ``config``'s sizes: an SD
+    VAE's ``ddconfig``, as core's checkpoint configs give it."""
+    ch = config.block_out_channels[0]
+    return {"params": {"embed_dim": config.latent_channels, "ddconfig": {
+        "double_z": True, "z_channels": config.latent_channels, "resolution": 256, "in_channels": config.in_channels,
+        "out_ch": config.out_channels, "ch": ch, "ch_mult": [c // ch for c in config.block_out_channels],
+        "num_res_blocks": config.layers_per_block, "attn_resolutions": [], "dropout": 0.0}}}
 
-    def __init__(self, pipe):  # core's init builds an autoencoder from a state dict; this one is built
+
+class VAE(comfy.sd.VAE):
+    """The loader's VAE. Core's constructor runs on the file's weights and sizes, so every attribute core's nodes and
+    model management read is core's own; it builds core's image autoencoder on them, which this VAE then replaces
+    by the pipeline's video autoencoder (one copy of the weights is kept)."""
+
+    def __init__(self, pipe):
+        super().__init__(sd=pipe.vae.state_dict(), config=image_autoencoder(pipe.vae.config), dtype=pipe.dtype)
         self.pipe = pipe
         self.first_stage_model = pipe.vae
-        self.device, self.offload_device = mm.vae_device(), mm.vae_offload_device()
         self.patcher = comfy.model_patcher.ModelPatcher(pipe.vae, load_device=self.device,
-                                                        offload_device=self.offload_device)
-        self.vae_dtype = pipe.dtype
-        self.output_device = mm.intermediate_device()
+                                                        offload_device=self.patcher.offload_device)
+        self.size = None  # core's cached model size, measured again on this autoencoder
         self.latent_channels = pipe.vae.config.latent_channels
         self.latent_dim = 3  # [B, C, F, h, w]
         self.downscale_ratio = self.upscale_ratio = pipe.vae_scale_factor
-        self.output_channels = 3
-        self.crop_input = False
-        self.disable_offload = False
-        self.not_video = False
+        self.crop_input = False  # frames of another size are refused by name (check_frame_size)
 
     def decode(self, samples_in, vae_options={}):
         """Video latents [B, C, F, h, w] -> frames [B, F, H, W, 3] in 0..1 (core VAEDecode joins the videos)."""
@@ -81,9 +89,6 @@ class VAE(comfy.sd.VAE):
         latents = self.pipe.encode(images[None, ..., :3], progress=progress_bar(images.shape[0]),
                                    device=self.patcher.load_device, scaled=False, **stripes(stripe_rows))
         return latents.to(self.output_device)
-
-    def get_sd(self):
-        return self.pipe.vae.state_dict()
 
 
 def check_frame_size(images, scale_factor, input_name="images"):

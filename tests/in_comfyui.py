@@ -368,7 +368,9 @@ def core_latents(checkpoint, vae_file):
               "encode": diff(as_images(encoded), core_encoded), "encoded_std": encoded.std().item(),
               "decode": diff(frames, core_frames) * 255, "frames_std": frames.std().item(),
               "process_in": diff(latent_format.process_in(latents), comfy.latent_formats.SD15().process_in(latents)),
-              "scale_factor": latent_format.scale_factor}
+              "scale_factor": latent_format.scale_factor,
+              "attributes_core_sets_and_the_pack_lacks": sorted(set(vars(core_vae)) - set(vars(loaded.vae))),
+              "pack_vae_size": loaded.vae.model_size(), "pack_vae_dtype": str(loaded.vae.vae_dtype)}
     upscales = {}
     for name, run in (("LatentUpscale", lambda s: core.LatentUpscale().upscale(s, "bilinear", 64, 64, "disabled")),
                       ("LatentUpscaleBy", lambda s: core.LatentUpscaleBy().upscale(s, "bislerp", 1.5))):

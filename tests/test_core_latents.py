@@ -41,6 +41,14 @@ def test_encode_and_decode_are_core_vae_latents_frame_by_frame(report):
     assert report["decode"] is not None and report["decode"] <= PIXEL_TOL and report["frames_std"] > 0.01
 
 
+def test_the_loader_vae_has_every_attribute_of_core_vae(report):
+    """Core's constructor sets what core's nodes read (no attribute left to a bare except in core), and the VAE
+    measures and computes as the pipeline's autoencoder does: 83.7 M fp32 parameters of the SD-size VAE."""
+    assert report["attributes_core_sets_and_the_pack_lacks"] == []
+    assert 83e6 * 4 < report["pack_vae_size"] < 84e6 * 4
+    assert report["pack_vae_dtype"] == "torch.float32"
+
+
 def test_the_model_scales_latents_as_sd_latent_format(report):
     assert report["scale_factor"] == 0.18215
     assert report["process_in"] == 0.0
