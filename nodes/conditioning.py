@@ -4,6 +4,7 @@ from comfy_api.latest import io
 from .. import t2v_core
 from .loader import CATEGORY
 from .clip import require_t2v_clip
+from .settings import limits
 from .types import FRAMES
 
 
@@ -47,7 +48,7 @@ class PromptSchedule(io.ComfyNode):
                 io.String.Input("text", multiline=True, default="0: a calm sea\n-1: a storm at sea",
                                 tooltip="One keyframe per line, 'FRAME: prompt' (frames from 0; -1 is the last). "
                                         "Frames before the first keyframe read its prompt, after the last likewise."),
-                io.Int.Input("length", default=16, min=1, max=4096,
+                io.Int.Input("length", **limits("num_frames"),
                              tooltip="Frames of the clip: the latent's length (ModelScope T2V Noise Video)."),
             ],
             outputs=[io.Conditioning.Output(tooltip="A context per frame, [1, length x 77 x chunks, 1024]; for "

@@ -11,6 +11,7 @@ import torch
 from comfy_api.latest import io
 
 from .loader import CATEGORY
+from .settings import limits
 from .vae import require_t2v_vae
 from .validation import require_finite
 
@@ -50,7 +51,7 @@ class Keyframes(io.ComfyNode):
                 io.Image.Input("images", tooltip="The keyframes, in the order of frames, or a whole video: its last "
                                                  "frames go to 'frames' (to continue it). Width and height multiples "
                                                  "of 8 (they set the video's size)."),
-                io.Int.Input("length", default=16, min=1, max=4096, tooltip="Frames of the clip."),
+                io.Int.Input("length", **limits("num_frames"), tooltip="Frames of the clip."),
                 io.String.Input("frames", default="0",
                                 tooltip="Where the images go: '0' (image to video), '0, -1' (first and last), any "
                                         "frame numbers; negative count from the end."),

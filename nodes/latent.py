@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from .. import t2v_core
 from .loader import CATEGORY
+from .settings import limits
 from .vae import STRIPE_ROWS, require_t2v_vae
 from .validation import require_choices, require_finite, require_multiple, require_video_samples
 
@@ -57,14 +58,14 @@ class EmptyLatentVideo(io.ComfyNode):
             description="The seeded Gaussian noise video the ModelScope T2V sampler starts from. With the same seed, "
                         "sampler (ddim, denoise 1.0) and VAE decode reproduce t2v_core.generate exactly.",
             inputs=[
-                io.Int.Input("width", default=256, min=SCALE, max=4096, step=SCALE,
+                io.Int.Input("width", **limits("width"), step=SCALE,
                              tooltip="Video width in pixels, a multiple of 8. ModelScope: 256; zeroscope 576w: 576; XL: 1024."),
-                io.Int.Input("height", default=256, min=SCALE, max=4096, step=SCALE,
+                io.Int.Input("height", **limits("height"), step=SCALE,
                              tooltip="Video height in pixels, a multiple of 8. ModelScope: 256; zeroscope 576w: 320; XL: 576."),
-                io.Int.Input("length", default=16, min=1, max=4096,
+                io.Int.Input("length", **limits("num_frames"),
                              tooltip="Number of frames. 16 frames at 8 fps are 2 seconds; zeroscope was trained on 24."),
-                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Videos made at once."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                io.Int.Input("batch_size", **limits("batch_size"), tooltip="Videos made at once."),
+                io.Int.Input("seed", **limits("seed"), control_after_generate=True,
                              tooltip="Seed of the noise; the same seed gives the same video."),
                 io.Combo.Input("fill", options=[NOISE, ZEROS], default=NOISE, optional=True,
                                tooltip="noise: for the ModelScope T2V sampler. zeros: an empty latent for core samplers "

@@ -20,6 +20,7 @@ from .latent import NOISE_KEY, require_sampler_inputs, video_latents
 from .loader import CATEGORY
 from .model import CONTROL_REFUSED, lcm_sampling, require_t2v_model
 from .preview import strip_previewer
+from .settings import limits
 from .validation import check_choices
 
 MEMORY_ADVICE = ("Use fewer frames or a smaller size, dtype fp16 on a GPU, the loader's weight_dtype fp8, or "
@@ -185,26 +186,26 @@ class Sampler(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="At denoise 1.0: the noise video to start from (or any latent, "
                                                   "noised from seed as core KSampler does). Below 1.0: the encoded "
                                                   "video to change (video-to-video, zeroscope XL upscaling)."),
-                io.Int.Input("steps", default=50, min=1, max=999, tooltip="Sampling steps; the paper uses 50, "
-                                                                          "few-step LoRAs (MCM) 4 with lcm."),
-                io.Float.Input("cfg", default=9.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                io.Int.Input("steps", **limits("steps"), tooltip="Sampling steps; the paper uses 50, "
+                                                                  "few-step LoRAs (MCM) 4 with lcm."),
+                io.Float.Input("cfg", **limits("guidance_scale"), step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale; the paper uses 9. 1.0 turns guidance off "
                                        "(one UNet call per step; few-step LoRAs use 1.0)."),
-                io.Combo.Input("sampler_name", options=SAMPLERS, default="ddim",
+                io.Combo.Input("sampler_name", options=SAMPLERS, default=t2v_core.SETTINGS["sampler"].default,
                                tooltip="Any core sampler. With scheduler modelscope: ddim reproduces the original "
                                        "and diffusers; lcm is diffusers' LCMScheduler for few-step LoRAs (MCM); "
                                        "dpmpp_2m needs fewer steps; euler_ancestral adds fresh noise each step."),
-                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
+                io.Float.Input("denoise", **limits("denoise"), step=0.01,
                                tooltip="1.0 makes a new video from noise. Lower values keep more of the input latent "
                                        "(zeroscope XL upscaling: 0.66-0.85)."),
                 io.Latent.Input("noise", optional=True,
                                 tooltip="Optional noise video (ModelScope T2V Noise Video) to use instead of noise "
                                         "drawn from seed; its shape must match latent."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, optional=True, control_after_generate=True,
+                io.Int.Input("seed", **limits("seed"), optional=True, control_after_generate=True,
                              tooltip="Seed of the noise when the latent is not the noise video, and of the fresh "
                                      "noise samplers add each step (on scheduler modelscope, euler_ancestral, lcm and "
                                      "ddim's eta draw it on the CPU, the same on every device)."),
-                io.Float.Input("eta", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+                io.Float.Input("eta", **limits("eta"), step=0.01, optional=True,
                                tooltip="ddim with scheduler modelscope only: 0 is deterministic (the original), 1 "
                                        "adds DDPM-like noise each step (Euler's ancestral step with this eta)."),
                 io.Combo.Input("scheduler", options=SCHEDULERS, default=REFERENCE, optional=True,

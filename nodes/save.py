@@ -12,15 +12,57 @@ from PIL.PngImagePlugin import PngInfo
 
 from .. import t2v_core
 from .loader import CATEGORY
+from .settings import limits
 from .validation import require_choices
 
-FORMATS = ["mp4", "webm", "gif", "png", "mkv"]
+PNG = "png"  # one image per frame, written here; the other formats are t2v_core's videos
+FORMATS = list(t2v_core.FORMATS)
+FORMATS.insert(FORMATS.index("mkv"), PNG)  # the combo's order since mkv came, last
 PREVIEW_FORMATS = ["mp4", "webm", "gif"]
 AUTO_CRF = -1
 
 
+def spoken(words):
+    """["a", "b", "c"] -> "a, b and c"."""
+    words = list(words)
+    return f"{', '.join(words[:-1])} and {words[-1]}" if len(words) > 1 else "".join(words)
+
+
+def grouped(pairs):
+    """[(name, value), ...] -> "H.264 51, VP9 and AV1 63": the names of each value together, in order."""
+    groups = {}
+    for name, value in pairs:
+        groups.setdefault(value, []).append(name)
+    return ", ".join(f"{spoken(names)} {value}" for value, names in groups.items())
+
+
+# The tooltips of the format, codec and crf inputs, from t2v_core's table of formats and codecs.
+CODED = [fmt for fmt in FORMATS if fmt != PNG and t2v_core.CONTAINERS[fmt].codecs]  # the formats with a codec
+UNCODED = spoken(fmt for fmt in FORMATS if fmt not in CODED)
+
+
+def format_tooltip(formats):
+    about = {PNG: "one image per frame", **{fmt: container.about for fmt, container in t2v_core.CONTAINERS.items()}}
+    return " ".join(f"{fmt}: {about[fmt]}." for fmt in formats)
+
+
+def codec_tooltip():
+    own = grouped((fmt, t2v_core.VIDEO_CODECS[t2v_core.CONTAINERS[fmt].codecs[0]].label) for fmt in CODED)
+    held = "; ".join(f"{name}{f' ({codec.encoder_label})' if codec.encoder_label else ''} in "
+                     f"{spoken(fmt for fmt in CODED if name in t2v_core.CONTAINERS[fmt].codecs)}"
+                     for name, codec in t2v_core.VIDEO_CODECS.items())
+    return f"The video codec, as core Save Video's: auto is the format's own ({own}); {held}. {UNCODED} take only auto."
+
+
+def crf_tooltip():
+    codecs = t2v_core.VIDEO_CODECS.values()
+    return (f"Quality of {spoken(CODED)}, as core Save Video's crf: 0 is the best and biggest, the codec's highest the "
+            f"smallest ({grouped((c.label, c.crf_max) for c in codecs)}). {AUTO_CRF}: the codec's default "
+            f"({grouped((c.label, c.crf) for c in codecs)}). {UNCODED} ignore it.")
+
+
 def fps_input():
-    return io.Int.Input("fps", default=8, min=1, max=120, tooltip="Frames per second; the model was made for 8.")
+    return io.Int.Input("fps", **limits("fps"), tooltip="Frames per second; the model was made for 8.")
 
 
 def videos_input(optional=False):
@@ -88,7 +130,7 @@ def save(videos, fps, filename_prefix, format, crf, codec, metadata, folder_type
         folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, base, width, height)
         os.makedirs(folder, exist_ok=True)
         names = [f"{stem.replace('%batch_num%', str(i))}_{counter + i:05}_" for i in range(len(videos))]
-        if format == "png":
+        if format == PNG:
             files = save_png_frames(videos, folder, names, metadata)
             return ui.SavedImages([ui.SavedResult(f, subfolder, folder_type) for f in files])
         files = [f"{name}.{format}" for name in names]
@@ -115,18 +157,12 @@ class SaveVideo(io.ComfyNode):
                 io.String.Input("filename_prefix", default="ModelScopeT2V/video",
                                 tooltip="File name start inside the output folder; may contain subfolders and "
                                         "%date% style variables. A counter is appended."),
-                io.Combo.Input("format", options=FORMATS, default="mp4",
-                               tooltip="mp4: H.264 yuv420p, plays everywhere. webm: VP9. gif: no metadata. "
-                                       "png: one image per frame. mkv: H.264, as core Save Video's mkv."),
-                io.Int.Input("crf", default=AUTO_CRF, min=AUTO_CRF, max=max(t2v_core.CRF_MAX.values()),
-                             optional=True,
-                             tooltip="Quality of mp4, webm and mkv, as core Save Video's crf: 0 is the best and "
-                                     "biggest, the codec's highest the smallest (H.264 51, VP9 and AV1 63). -1: the "
-                                     "codec's default (H.264 17, VP9 and AV1 30). gif and png ignore it."),
+                io.Combo.Input("format", options=FORMATS, default=FORMATS[0], tooltip=format_tooltip(FORMATS)),
+                io.Int.Input("crf", default=AUTO_CRF, min=AUTO_CRF,
+                             max=max(codec.crf_max for codec in t2v_core.VIDEO_CODECS.values()), optional=True,
+                             tooltip=crf_tooltip()),
                 io.Combo.Input("codec", options=list(t2v_core.CODECS), default="auto", optional=True,
-                               tooltip="The video codec, as core Save Video's: auto is the format's own (mp4 and mkv "
-                                       "H.264, webm VP9); h264 in mp4 and mkv; vp9 in webm and mkv; av1 (SVT-AV1) in "
-                                       "mp4, webm and mkv. gif and png take only auto."),
+                               tooltip=codec_tooltip()),
                 videos_input(optional=True),
             ],
             outputs=[],
@@ -163,8 +199,8 @@ class PreviewVideo(io.ComfyNode):
             inputs=[
                 io.Image.Input("images", tooltip="The frames, in order (from ModelScope T2V VAE Decode)."),
                 fps_input(),
-                io.Combo.Input("format", options=PREVIEW_FORMATS, default="mp4",
-                               tooltip="mp4: H.264 yuv420p, plays everywhere. webm: VP9. gif: no metadata."),
+                io.Combo.Input("format", options=PREVIEW_FORMATS, default=PREVIEW_FORMATS[0],
+                               tooltip=format_tooltip(PREVIEW_FORMATS)),
                 videos_input(),
             ],
             outputs=[],

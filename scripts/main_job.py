@@ -11,6 +11,7 @@ on the interpreter of .venv. However this script ends, the ComfyUI it started en
 import argparse
 import ctypes
 import errno
+import importlib.util
 import json
 import logging
 import os
@@ -27,10 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv"
 WORKFLOWS = REPO / "workflows"
 sys.path.insert(0, str(REPO))
-# The ranges of the shipped workflow's inputs, as the nodes declare them (tests/test_main_job.py holds them equal).
-FRAMES = (1, 4096)
-STEPS = (1, 999)
-SEED = (0, 0xFFFFFFFFFFFFFFFF)
 PORT = (1, 65535)
 log = logging.getLogger("main_job")
 
@@ -99,6 +96,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
+def core_settings():
+    """t2v_core's settings table (the nodes' ranges and defaults), read from its file: importing the package would
+    import torch, which may not be installed yet when the options are checked."""
+    spec = importlib.util.spec_from_file_location("t2v_core_settings", REPO / "t2v_core" / "settings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SETTINGS
+
+
 def whole_number(low, high):
     def parse(text):
         try:
@@ -118,11 +124,15 @@ def parser():
                         help="ComfyUI's base folder (models/, output/, custom_nodes/); default build/comfyui-home")
     parser.add_argument("--port", type=whole_number(*PORT), default=8188, help="port on 127.0.0.1 (default 8188)")
     parser.add_argument("--prompt", default=None, help="what the video shows (default: the workflow's prompt)")
-    parser.add_argument("--frames", type=whole_number(*FRAMES), default=None,
-                        help=f"number of frames, {FRAMES[0]}-{FRAMES[1]} (default 16; 8 for the smoke test)")
-    parser.add_argument("--steps", type=whole_number(*STEPS), default=None,
-                        help=f"sampling steps, {STEPS[0]}-{STEPS[1]} (default 50; 4 for the smoke test)")
-    parser.add_argument("--seed", type=whole_number(*SEED), default=0, help="seed of the noise video (default 0)")
+    frames, steps, seed = (core_settings()[name] for name in ("num_frames", "steps", "seed"))
+    parser.add_argument("--frames", type=whole_number(frames.low, frames.high), default=None,
+                        help=f"number of frames, {frames.low}-{frames.high} (default {frames.default}; 8 for the "
+                             f"smoke test)")
+    parser.add_argument("--steps", type=whole_number(steps.low, steps.high), default=None,
+                        help=f"sampling steps, {steps.low}-{steps.high} (default {steps.default}; 4 for the smoke "
+                             f"test)")
+    parser.add_argument("--seed", type=whole_number(seed.low, seed.high), default=seed.default,
+                        help=f"seed of the noise video (default {seed.default})")
     parser.add_argument("--ui", action="store_true",
                         help="start ComfyUI and keep it serving at the printed address; queue nothing")
     return parser

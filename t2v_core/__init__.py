@@ -12,14 +12,17 @@ from .preview import latent_strip
 from .prompts import ScheduleError, encode_prompt_schedule, interpolate_contexts, parse_prompt_schedule
 from .samplers import SAMPLERS, step_noise
 from .schedule import NoiseSchedule, lcm_denoised, variance_preserving
+from .settings import DEFAULT, SETTINGS
 from .unet3d import UNet3DConfig
 from .vae import VAEConfig
-from .video import CODECS, CRF_MAX, codec_error, to_uint8, write_video, write_videos
+from .video import CODECS, CONTAINERS, FORMATS, VIDEO_CODECS, codec_error, to_uint8, write_video, write_videos
 
-__all__ = ["BlockPatches", "CODECS", "CRF_MAX", "CheckpointError", "DTYPES", "FOLDER_MARKERS", "LoraError",
-           "MissingComponent", "NoiseSchedule", "NotEnoughMemory", "PICKLE_SUFFIXES", "Pipeline", "SAMPLERS",
-           "ScheduleError", "UNet3DConfig", "VAEConfig", "apply_lora", "check_fits", "codec_error", "detect_format",
-           "encode_prompt_schedule", "freeu", "generate", "initial_noise", "interpolate_contexts", "latent_strip",
-           "lcm_denoised", "load_pipeline", "load_text_encoder", "load_unet", "load_vae", "match_lora",
-           "parse_prompt_schedule", "read_lora", "read_tensors", "sample", "sampling_bytes", "save_single_file",
-           "step_noise", "to_uint8", "variance_preserving", "write_files", "write_video", "write_videos"]
+__all__ = ["BlockPatches", "CODECS", "CONTAINERS", "CheckpointError", "DEFAULT", "DTYPES", "FOLDER_MARKERS",
+           "FORMATS", "LoraError", "MissingComponent", "NoiseSchedule", "NotEnoughMemory",
+           "PICKLE_SUFFIXES", "Pipeline", "SAMPLERS", "SETTINGS", "ScheduleError",
+           "UNet3DConfig", "VAEConfig", "VIDEO_CODECS", "apply_lora", "check_fits", "codec_error",
+           "detect_format", "encode_prompt_schedule", "freeu", "generate", "initial_noise",
+           "interpolate_contexts", "latent_strip", "lcm_denoised", "load_pipeline", "load_text_encoder",
+           "load_unet", "load_vae", "match_lora", "parse_prompt_schedule", "read_lora", "read_tensors",
+           "sample", "sampling_bytes", "save_single_file", "step_noise", "to_uint8", "variance_preserving",
+           "write_files", "write_video", "write_videos"]

@@ -4,15 +4,17 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 from functools import partial
 
 import torch
 
-from . import SAMPLERS, CheckpointError, MissingComponent, NotEnoughMemory, generate, load_pipeline, save_single_file
-from .batch import (MANIFEST, SEEDS, SETTINGS, Writer, local_results, make_jobs, optional, read_entries, run_batch,
-                    video_metadata, whole)
+from . import CheckpointError, MissingComponent, NotEnoughMemory, generate, load_pipeline, save_single_file
+from .batch import (MANIFEST, VIDEO_SETTINGS, Writer, line_keys, local_results, make_jobs, read_entries, run_batch,
+                    video_metadata)
 from .pipeline import DTYPES
-from .video import FORMATS, write_video
+from .settings import SETTINGS, Setting
+from .video import CONTAINERS, FORMATS, write_video
 
 
 ADVICE_MEMORY = "Use fewer --frames, a smaller --width/--height, --dtype fp16 on a GPU, or --context-frames 16."
@@ -23,31 +25,52 @@ in --out/manifest.jsonl. A rerun skips the videos already there; a killed run le
 
 Prompt files:
   prompts.txt       one prompt per line (VBench's prompts/all_dimension.txt, prompts_per_dimension/*.txt)
-  prompts.jsonl     one JSON object per line: "prompt" and optionally "seed", "negative_prompt", "name", "frames",
-                    "height", "width", "steps", "cfg", "sampler", "eta", "fps", "context_frames",
-                    "context_overlap" (these override the options below for that line)
+  prompts.jsonl     one JSON object per line with a "prompt" and optionally any of these keys (or their older
+                    names), which override the options below for that line:
+{keys}
   *.json            VBench's VBench_full_info.json, or MSR-VTT's annotations (test_videodatainfo.json,
                     MSRVTT_data.json): the first caption of each clip
-"""
+""".format(keys=textwrap.fill(line_keys(optional=True), width=116, initial_indent=" " * 20,
+                              subsequent_indent=" " * 20))
+# The batch command's own options, checked as the settings are.
+SEEDS = Setting("seeds", 1, int, "videos per prompt, with seeds 0 to N-1", 1)
+LIMIT = Setting("limit", None, int, "only the first N prompts of the file", 1)
+WORKERS = Setting("workers", None, int, "Ray workers (default: one per GPU; without GPUs one per machine)", 1)
+
+
+def _flags(setting):
+    """The options of a setting: --<alias> (its name before) and --<name> where it has an alias."""
+    return [f"--{name.replace('_', '-')}" for name in (setting.alias, setting.name) if name]
+
+
+def _setting_option(parser, setting):
+    expected = "" if setting.type is str and not setting.choices else f"; {setting.expected}"
+    default = "" if setting.default in (None, "") else f" (default {setting.default})"
+    parser.add_argument(*_flags(setting), dest=setting.name, type=setting.type, default=setting.default,
+                        help=f"{setting.help}{expected}{default}")
 
 
 def _video_options(parser):
     """The options ``generate`` and ``batch`` share: the checkpoint and generate's settings."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder or file (any supported layout)")
-    parser.add_argument("--negative-prompt", default="")
+    _setting_option(parser, SETTINGS["negative_prompt"])
     parser.add_argument("--vae", help="a separate VAE, for checkpoints without one (zeroscope v2)")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--cfg", type=float, default=9.0, help="classifier-free guidance scale")
-    parser.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
-    parser.add_argument("--eta", type=float, default=0.0)
-    parser.add_argument("--fps", type=int, default=8)
-    parser.add_argument("--context-frames", type=int, default=None,
-                        help="opt-in sliding window for clips longer than memory allows (an approximation)")
-    parser.add_argument("--context-overlap", type=int, default=4, help="frames shared by neighbouring windows")
+    for name in VIDEO_SETTINGS:
+        _setting_option(parser, SETTINGS[name])
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+
+
+def _check_options(args, settings):
+    """Refuse, before anything loads, an option's value outside its setting's range or choices, naming the option."""
+    for setting in settings:
+        _check("/".join(_flags(setting)), setting, getattr(args, setting.name))
+
+
+def _check(option, setting, value):
+    try:
+        setting.check(value)
+    except ValueError as e:
+        raise ValueError(f"{option} must be {e}") from None
 
 
 def _parser():
@@ -57,7 +80,7 @@ def _parser():
     gen = commands.add_parser("generate", help="write a video for a prompt")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--out", required=True, help=f"output video ({', '.join(FORMATS)})")
-    gen.add_argument("--seed", type=int, default=0)
+    _setting_option(gen, SETTINGS["seed"])
     _video_options(gen)
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
@@ -67,15 +90,16 @@ def _parser():
                                                         "MSR-VTT's JSON")
     batch.add_argument("--out", required=True, help=f"output folder, with the videos and {MANIFEST}")
     seeds = batch.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", type=int, default=1, help="videos per prompt, with seeds 0 to N-1 (default 1)")
+    _setting_option(seeds, SEEDS)
     seeds.add_argument("--seed-list", type=int, nargs="+", help="the seeds of each prompt's videos")
-    batch.add_argument("--format", default="mp4", choices=FORMATS)
-    batch.add_argument("--limit", type=int, help="only the first N prompts of the file")
+    batch.add_argument("--format", default=FORMATS[0], choices=FORMATS,
+                       help="; ".join(f"{fmt}: {container.about}" for fmt, container in CONTAINERS.items()))
+    _setting_option(batch, LIMIT)
     _video_options(batch)
     batch.add_argument("--device", help="default: cuda where the worker has a GPU, else cpu")
     batch.add_argument("--ray", metavar="auto|ADDRESS",
                        help="make the videos on a Ray cluster (auto: the one `ray start` started on this machine)")
-    batch.add_argument("--workers", type=int, help="Ray workers (default: one per GPU; without GPUs one per machine)")
+    _setting_option(batch, WORKERS)
 
     conv = commands.add_parser("convert", help="write any supported checkpoint as one safetensors file")
     conv.add_argument("src", help="checkpoint folder or file")
@@ -86,15 +110,14 @@ def _parser():
 
 
 def _generate(args):
+    _check_options(args, [SETTINGS[name] for name in ("seed", "negative_prompt", *VIDEO_SETTINGS)])
     pipe = load_pipeline(args.checkpoint, device=args.device, dtype=DTYPES[args.dtype], vae=args.vae)
 
     def progress(step):
         print(f"\rstep {step['i'] + 1}/{step['total']}", end="", file=sys.stderr, flush=True)
 
-    video = generate(pipe, args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames,
-                     height=args.height, width=args.width, steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
-                     sampler=args.sampler, eta=args.eta, callback=progress, context_frames=args.context_frames,
-                     context_overlap=args.context_overlap)
+    video = generate(pipe, args.prompt, negative_prompt=args.negative_prompt, seed=args.seed, callback=progress,
+                     **{name: getattr(args, name) for name in VIDEO_SETTINGS if name != "fps"})
     print(file=sys.stderr)
     path = write_video(video, args.out, fps=args.fps, metadata=video_metadata(args.prompt, args.seed))
     print(path)
@@ -102,16 +125,10 @@ def _generate(args):
 
 def _batch(args):
     """Make what it can; prompts refused and videos not made are named at the end (exit status 2)."""
-    defaults = {key: getattr(args, key) for key in SETTINGS}
-    checks = {**SETTINGS, "seeds": whole(1), "limit": optional(whole(1)), "workers": optional(whole(1)),
-              "seed_list": whole(*SEEDS)}
-    options = [*defaults.items(), ("seeds", args.seeds), ("limit", args.limit), ("workers", args.workers),
-               *(("seed_list", seed) for seed in args.seed_list or ())]
-    for key, value in options:
-        try:
-            checks[key](value)
-        except ValueError as e:
-            raise ValueError(f"--{key.replace('_', '-')} must be {e}") from None
+    _check_options(args, [SETTINGS[name] for name in ("negative_prompt", *VIDEO_SETTINGS)] + [SEEDS, LIMIT, WORKERS])
+    for seed in args.seed_list or ():
+        _check("--seed-list", SETTINGS["seed"], seed)
+    defaults = {name: getattr(args, name) for name in VIDEO_SETTINGS}
     entries, problems = read_entries(args.prompts)
     jobs, refused = make_jobs(entries[:args.limit], defaults, args.seed_list or range(args.seeds), args.format)
     worker = dict(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, vae=args.vae)

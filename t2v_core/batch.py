@@ -20,57 +20,34 @@ import torch
 
 from .files import write_files
 from .generate import generate
-from .samplers import SAMPLERS
+from .settings import SETTINGS, Setting
 from .video import write_video
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
-FRAMES, STEPS, SEEDS = (1, 4096), (1, 999), (0, 2 ** 64 - 1)
 NAME_BYTES = 180  # file names stay well under the usual 255-byte limit, with room for the temporary name's tag
+# What a prompt line may set for its video beside its negative_prompt and seed: generate's settings and the fps.
+VIDEO_SETTINGS = ("num_frames", "height", "width", "steps", "guidance_scale", "sampler", "eta", "fps", "context_frames",
+                  "context_overlap")
+# A prompt line's keys: generate's names, and the aliases (the keys lines had first: "frames", "cfg"), which the
+# manifest keeps recording settings by, so a rerun matches the videos of a folder made before.
+LINE_KEYS = {"prompt": Setting("prompt", "", str, "what the video shows"),
+             "negative_prompt": SETTINGS["negative_prompt"], "seed": SETTINGS["seed"],
+             "name": Setting("name", None, str, "the video's file name, instead of the prompt"),
+             **{name: SETTINGS[name] for name in VIDEO_SETTINGS}}
+ALIASES = {setting.alias: name for name, setting in LINE_KEYS.items() if setting.alias}
 
 
-def whole(low, high=None):
-    """A check that a value is a whole number in ``low``-``high``, returning it or raising ValueError."""
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-            limits = f"in {low}-{high}" if high is not None else f"of at least {low}"
-            raise ValueError(f"a whole number {limits}, got {value!r}")
-        return value
-    return check
+def line_keys(optional=False):
+    """A prompt line's keys (``optional``: those beside "prompt"), with their aliases: "num_frames (or frames)"."""
+    return ", ".join(f"{key} (or {setting.alias})" if setting.alias else key for key, setting in LINE_KEYS.items()
+                     if not (optional and key == "prompt"))
 
 
-def _number(minimum):
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:  # NaN too
-            raise ValueError(f"a number of at least {minimum}, got {value!r}")
-        return float(value)
-    return check
-
-
-def optional(check):
-    return lambda value: None if value is None else check(value)
-
-
-def _sampler(value):
-    if value not in SAMPLERS:
-        raise ValueError(f"one of {', '.join(sorted(SAMPLERS))}, got {value!r}")
-    return value
-
-
-def _text(value):
-    if not isinstance(value, str):
-        raise ValueError(f"a string, got {value!r}")
-    return value
-
-
-# What a prompt line may set, and what each setting must be. The same names as generate's options.
-SETTINGS = {
-    "frames": whole(*FRAMES), "height": whole(1), "width": whole(1), "steps": whole(*STEPS), "cfg": _number(0),
-    "sampler": _sampler, "eta": _number(0), "fps": whole(1, 240), "context_frames": optional(whole(1)),
-    "context_overlap": whole(0),
-}
-LINE_KEYS = {"prompt": _text, "negative_prompt": _text, "seed": whole(*SEEDS), "name": _text, **SETTINGS}
+def manifest_key(name):
+    """The key the manifest records a setting by: its alias, the key lines had first, where it has one."""
+    return SETTINGS[name].alias or name
 
 
 class PromptError(ValueError):
@@ -83,7 +60,8 @@ class PromptError(ValueError):
 
 @dataclass
 class Job:
-    """One video: ``file`` (a name in the output folder) made from a prompt, a seed and generate's settings."""
+    """One video: ``file`` (a name in the output folder) made from a prompt, a seed and ``settings``, the
+    ``VIDEO_SETTINGS`` by generate's names."""
     where: str
     file: str
     prompt: str
@@ -94,7 +72,7 @@ class Job:
     def record(self):
         """What the video is made from: a file in the manifest with another record is another video."""
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "seed": self.seed,
-                "settings": self.settings}
+                "settings": {manifest_key(name): value for name, value in self.settings.items()}}
 
 
 def video_metadata(prompt, seed):
@@ -107,8 +85,8 @@ def video_metadata(prompt, seed):
 def read_entries(path):
     """``(where, fields)`` for each prompt of ``path``, and the ``PromptError`` of each entry that is not one.
 
-    ``.jsonl``: one object per line with ``prompt`` and optional ``LINE_KEYS``. ``.json``: VBench's
-    ``VBench_full_info.json`` (a list of ``{"prompt_en": ...}``), MSR-VTT's annotation files
+    ``.jsonl``: one object per line with ``prompt`` and optional ``LINE_KEYS`` (or their ``ALIASES``). ``.json``:
+    VBench's ``VBench_full_info.json`` (a list of ``{"prompt_en": ...}``), MSR-VTT's annotation files
     (``{"sentences": [{"video_id", "caption"}, ...]}``: the first caption of each clip, named by its video id), or a
     list of JSONL's objects. Anything else: one prompt per line (VBench's ``prompts/*.txt``).
     """
@@ -188,7 +166,8 @@ def file_stem(text):
 
 def make_jobs(entries, defaults, seeds, fmt="mp4"):
     """The jobs of prompt entries: one per seed (the entry's own ``seed``, or each of ``seeds``), named
-    ``<name or prompt>-<seed>.<fmt>``; ``defaults`` are the command's settings, which an entry may override.
+    ``<name or prompt>-<seed>.<fmt>``; ``defaults`` are the command's ``VIDEO_SETTINGS``, which an entry may
+    override.
 
     Returns ``(jobs, problems)``. An entry with a bad field is a ``PromptError``; an entry asking for a video
     already listed is made once; one whose name another entry's different video has already taken is refused.
@@ -200,7 +179,7 @@ def make_jobs(entries, defaults, seeds, fmt="mp4"):
         except ValueError as e:
             problems.append(PromptError(where, str(e)))
             continue
-        settings = {**defaults, **{k: v for k, v in job_fields.items() if k in SETTINGS}}
+        settings = {**defaults, **{k: v for k, v in job_fields.items() if k in VIDEO_SETTINGS}}
         stem = file_stem(job_fields.get("name", job_fields["prompt"]))
         for seed in [job_fields["seed"]] if "seed" in job_fields else seeds:
             job = Job(where, f"{stem}-{seed}.{fmt}", job_fields["prompt"], job_fields.get("negative_prompt", ""),
@@ -213,20 +192,27 @@ def make_jobs(entries, defaults, seeds, fmt="mp4"):
 
 
 def _check_fields(fields):
-    unknown = sorted(set(fields) - set(LINE_KEYS))
+    """A prompt line's fields by generate's names, checked. A line may give a setting by its name or its alias, and
+    by both only with one value."""
+    unknown = sorted(set(fields) - set(LINE_KEYS) - set(ALIASES))
     if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}; expected {', '.join(LINE_KEYS)}")
+        raise ValueError(f"unknown key {unknown[0]!r}; expected {line_keys()}")
     prompt = fields.get("prompt")
     if not isinstance(prompt, str):
         raise ValueError("no \"prompt\"" if prompt is None else f"prompt must be a string, got {prompt!r}")
     if not prompt.strip():
         raise ValueError("empty prompt")
-    checked = {}
+    checked, given_as = {}, {}
     for key, value in fields.items():
+        name = ALIASES.get(key, key)
         try:
-            checked[key] = LINE_KEYS[key](value)
+            value = LINE_KEYS[name].check(value)
         except ValueError as e:
             raise ValueError(f"{key} must be {e}") from None
+        if name in checked and checked[name] != value:
+            raise ValueError(f"{given_as[name]} {checked[name]!r} and {key} {value!r} are one setting; give one of "
+                             "them")
+        checked[name], given_as[name] = value, key
     return checked
 
 
@@ -255,13 +241,10 @@ class Worker:
         """``(file, result)``: result holds the video's bytes, or ``error`` for a video these settings cannot make
         (too big for memory, a size the VAE cannot take); a crash is left to the caller (Ray reruns the job)."""
         start = time.perf_counter()
-        s = job.settings
+        options = {name: value for name, value in job.settings.items() if name != "fps"}
         try:
-            video = generate(self.pipe, job.prompt, negative_prompt=job.negative_prompt, num_frames=s["frames"],
-                             height=s["height"], width=s["width"], steps=s["steps"], guidance_scale=s["cfg"],
-                             seed=job.seed, sampler=s["sampler"], eta=s["eta"], context_frames=s["context_frames"],
-                             context_overlap=s["context_overlap"])
-            data = encode_video(video, Path(job.file).suffix.lstrip("."), s["fps"],
+            video = generate(self.pipe, job.prompt, negative_prompt=job.negative_prompt, seed=job.seed, **options)
+            data = encode_video(video, Path(job.file).suffix.lstrip("."), job.settings["fps"],
                                 video_metadata(job.prompt, job.seed))
         except (ValueError, torch.cuda.OutOfMemoryError) as e:
             return job.file, {"error": str(e)}

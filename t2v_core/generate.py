@@ -6,6 +6,7 @@ import torch
 from .memory import check_fits, sampling_bytes
 from .pipeline import module_device
 from .samplers import get_sampler
+from .settings import DEFAULT
 
 
 def initial_noise(seed, num_frames, height, width, scale_factor, batch_size=1, channels=4):
@@ -84,8 +85,9 @@ def guided_model(unet, context, guidance_scale):
 
 
 @torch.no_grad()
-def sample(unet, schedule, noise, context, *, steps=50, guidance_scale=9.0, sampler="ddim", eta=0.0, denoise=1.0,
-           init_latents=None, generator=None, callback=None, context_frames=None, context_overlap=4, device=None,
+def sample(unet, schedule, noise, context, *, steps=DEFAULT.steps, guidance_scale=DEFAULT.guidance_scale,
+           sampler=DEFAULT.sampler, eta=DEFAULT.eta, denoise=DEFAULT.denoise, init_latents=None, generator=None,
+           callback=None, context_frames=DEFAULT.context_frames, context_overlap=DEFAULT.context_overlap, device=None,
            patches=None):
     """Run a sampler from ``noise`` (or from ``init_latents`` noised to the ``denoise`` level) to clean latents.
 
@@ -112,9 +114,12 @@ def sample(unet, schedule, noise, context, *, steps=50, guidance_scale=9.0, samp
     return sample_fn(model, x, timesteps, schedule, generator=generator, callback=callback, **extra)
 
 
-def generate(pipe, prompt, negative_prompt="", num_frames=16, height=256, width=256, steps=50, guidance_scale=9.0,
-             seed=0, sampler="ddim", eta=0.0, callback=None, context_frames=None, context_overlap=4, patches=None):
+def generate(pipe, prompt, negative_prompt=DEFAULT.negative_prompt, num_frames=DEFAULT.num_frames,
+             height=DEFAULT.height, width=DEFAULT.width, steps=DEFAULT.steps, guidance_scale=DEFAULT.guidance_scale,
+             seed=DEFAULT.seed, sampler=DEFAULT.sampler, eta=DEFAULT.eta, callback=None,
+             context_frames=DEFAULT.context_frames, context_overlap=DEFAULT.context_overlap, patches=None):
     """A video [F, H, W, 3] float in 0..1 for ``prompt``; "ddim" reproduces diffusers' TextToVideoSDPipeline.
+    Each setting's default, range and help: ``SETTINGS`` (the defaults are the paper's).
     ``patches``: e.g. ``freeu(pipe.unet.config, s1=0.9, s2=0.2, b1=1.1, b2=1.2)``."""
     scale_factor = pipe.vae_scale_factor
     check_video_size(num_frames, height, width, scale_factor)

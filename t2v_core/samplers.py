@@ -14,6 +14,7 @@ import math
 import torch
 
 from .schedule import lcm_denoised
+from .settings import SETTINGS
 
 
 def _noise_like(x, generator):
@@ -134,13 +135,8 @@ def sample_lcm(model, x, timesteps, schedule, *, generator=None, callback=None, 
     return x
 
 
-SAMPLERS = {
-    "ddim": sample_ddim,
-    "euler": sample_euler,
-    "euler_ancestral": sample_euler_ancestral,
-    "dpmpp_2m": sample_dpmpp_2m,
-    "lcm": sample_lcm,
-}
+# The samplers the settings offer, each the function named after it (as ComfyUI finds k-diffusion's samplers).
+SAMPLERS = {name: globals()[f"sample_{name}"] for name in SETTINGS["sampler"].choices}
 # How each sampler draws its per-step noise.
 STEP_NOISE = {"lcm": _frame_noise_like}
 

@@ -2,47 +2,69 @@
 import os
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .files import write_files
+from .settings import DEFAULT
 
-ENCODERS = {
-    # yuv420p throughout: browsers, QuickTime and VLC play it. The crf defaults are the pack's of before for H.264
-    # and VP9, and core Save Video's for AV1 (SVT-AV1 at core Save WEBM's preset).
-    "h264": ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "17"],
-    "vp9": ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-crf", "30", "-b:v", "0", "-row-mt", "1"],
-    "av1": ["-c:v", "libsvtav1", "-pix_fmt", "yuv420p", "-crf", "30", "-preset", "6"],
+
+@dataclass(frozen=True)
+class Codec:
+    """A video codec as the pack writes it, in yuv420p (browsers, QuickTime and VLC play it)."""
+    label: str  # as people write it
+    encoder: str  # ffmpeg's encoder
+    crf: int  # the default quality
+    crf_max: int  # the encoder's crf range is 0 to this, as in core Save Video
+    options: tuple = ()  # the encoder's further options
+    encoder_label: str = ""  # the encoder by name, where the codec has several in common use
+
+
+@dataclass(frozen=True)
+class Container:
+    muxer: str  # ffmpeg's
+    codecs: tuple  # the codecs it holds, its default first
+    about: str  # what it is, in a line
+    options: tuple = ()  # the muxer's options
+
+
+# The crf defaults are the pack's of before for H.264 and VP9, and core Save Video's for AV1 (SVT-AV1 at core Save
+# WEBM's preset).
+VIDEO_CODECS = {
+    "h264": Codec("H.264", "libx264", 17, 51),
+    "vp9": Codec("VP9", "libvpx-vp9", 30, 63, ("-b:v", "0", "-row-mt", "1")),
+    "av1": Codec("AV1", "libsvtav1", 30, 63, ("-preset", "6"), encoder_label="SVT-AV1"),
 }
-CONTAINERS = {
-    # format: (ffmpeg's muxer, the codecs it holds with its default first, the muxer's options)
-    "mp4": ("mp4", ("h264", "av1"), ["-movflags", "+faststart+use_metadata_tags"]),  # the index up front
-    "webm": ("webm", ("vp9", "av1"), []),
-    "mkv": ("matroska", ("h264", "vp9", "av1"), []),
-    "gif": ("gif", (), ["-vf", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"]),
+CONTAINERS = {  # the first is the default format
+    "mp4": Container("mp4", ("h264", "av1"), "H.264 yuv420p, plays everywhere",
+                     ("-movflags", "+faststart+use_metadata_tags")),  # the index up front
+    "webm": Container("webm", ("vp9", "av1"), "VP9"),
+    "gif": Container("gif", (), "no metadata", ("-vf", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0")),
+    "mkv": Container("matroska", ("h264", "vp9", "av1"), "H.264, as core Save Video's mkv"),
 }
 FORMATS = tuple(CONTAINERS)
-CODECS = ("auto", *ENCODERS)
-CRF_MAX = {"h264": 51, "vp9": 63, "av1": 63}  # each encoder's range is 0 to this, as in core Save Video
+CODECS = ("auto", *VIDEO_CODECS)
 
 
 def encoder_of(fmt, codec=None):
     """The codec ``fmt`` is written with (``auto`` or None: the format's own), or None for a format without one."""
-    held = CONTAINERS[fmt][1] if fmt in CONTAINERS else ()
+    held = CONTAINERS[fmt].codecs if fmt in CONTAINERS else ()
     return held[0] if held and codec in (None, "auto") else codec if codec in held else None
 
 
 def codec_error(fmt, codec, crf=None):
     """None, or a message naming ``codec`` when ``fmt`` cannot hold it (``auto``: the format's default), or ``crf``
     when it is beyond that codec's range (formats without a codec ignore it)."""
-    held = CONTAINERS[fmt][1] if fmt in CONTAINERS else ()
+    held = CONTAINERS[fmt].codecs if fmt in CONTAINERS else ()
     if codec not in (None, "auto", *held):
         expected = ", ".join(("auto", *held)) if held else f"auto (a {fmt} has no codec to choose)"
         return f"codec: {codec!r} does not fit the {fmt} format; expected {expected}"
     encoder = encoder_of(fmt, codec)
-    if encoder and crf is not None and not 0 <= crf <= CRF_MAX[encoder]:
-        return (f"crf: {crf} is beyond {encoder}'s range 0-{CRF_MAX[encoder]} (the {fmt} format with codec "
+    crf_max = VIDEO_CODECS[encoder].crf_max if encoder else None
+    if encoder and crf is not None and not 0 <= crf <= crf_max:
+        return (f"crf: {crf} is beyond {encoder}'s range 0-{crf_max} (the {fmt} format with codec "
                 f"{codec or 'auto'}); give a crf in that range or a codec that takes {crf}")
     return None
 
@@ -52,13 +74,12 @@ def encoder_options(fmt, codec=None, crf=None):
     error = codec_error(fmt, codec, crf)
     if error:
         raise ValueError(error)
-    encoder = encoder_of(fmt, codec)
+    container, encoder = CONTAINERS[fmt], encoder_of(fmt, codec)
     if encoder is None:
-        return CONTAINERS[fmt][2]
-    options = list(ENCODERS[encoder])
-    if crf is not None:
-        options[options.index("-crf") + 1] = str(crf)
-    return [*options, *CONTAINERS[fmt][2]]
+        return list(container.options)
+    c = VIDEO_CODECS[encoder]
+    return ["-c:v", c.encoder, "-pix_fmt", "yuv420p", "-crf", str(c.crf if crf is None else crf), *c.options,
+            *container.options]
 
 
 def to_uint8(frames):
@@ -94,20 +115,21 @@ def encode(frames, path, fps, fmt, options, metadata_file=None, name=None):
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
     if metadata_file:
         cmd += ["-f", "ffmetadata", "-i", metadata_file, "-map_metadata", "1"]
-    cmd += ["-map", "0:v", *options, "-f", CONTAINERS[fmt][0], str(path)]
+    cmd += ["-map", "0:v", *options, "-f", CONTAINERS[fmt].muxer, str(path)]
     result = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
     if result.returncode != 0:
         raise OSError(f"ffmpeg could not write {name or Path(path).name}: "
                       f"{result.stderr.decode(errors='replace').strip()}")
 
 
-def write_videos(videos, paths, fps=8, fmt=None, metadata=None, crf=None, codec=None):
+def write_videos(videos, paths, fps=DEFAULT.fps, fmt=None, metadata=None, crf=None, codec=None):
     """Encode each [F, H, W, 3] video (0..1 floats or uint8) to its path; the files appear whole and together, or
     none does.
 
     ``fmt``: one of ``FORMATS`` (default: each path's suffix). ``codec``: one of ``CODECS`` that the format holds
-    (``auto`` or None: H.264 in mp4 and mkv, VP9 in webm). ``metadata``: container tags (gif has none). ``crf``: the
-    quality, lower is better and bigger (H.264 0-51, VP9 and AV1 0-63; default 17 for H.264, 30 for the others).
+    (``auto`` or None: the format's own, the first of its ``CONTAINERS`` codecs). ``metadata``: container tags (gif
+    has none). ``crf``: the quality, lower is better and bigger, in 0 to the codec's ``crf_max`` (None: its ``crf``;
+    see ``VIDEO_CODECS``).
     """
     formats = [fmt or Path(path).suffix.lstrip(".") for path in paths]
     for f in formats:
@@ -129,7 +151,7 @@ def write_videos(videos, paths, fps=8, fmt=None, metadata=None, crf=None, codec=
     return [Path(path) for path in paths]
 
 
-def write_video(frames, path, fps=8, fmt=None, metadata=None, crf=None, codec=None):
+def write_video(frames, path, fps=DEFAULT.fps, fmt=None, metadata=None, crf=None, codec=None):
     """Encode [F, H, W, 3] frames (0..1 floats or uint8) to ``path``; the file appears whole or not at all (see
     ``write_videos`` for the options)."""
     return write_videos([frames], [path], fps=fps, fmt=fmt, metadata=metadata, crf=crf, codec=codec)[0]

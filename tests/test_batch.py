@@ -11,10 +11,14 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from t2v_core import SETTINGS
 from t2v_core.batch import file_stem, make_jobs, read_entries
 
 SIZE = ["--frames", "2", "--height", "32", "--width", "32", "--steps", "2"]
-DEFAULTS = dict(frames=2, height=32, width=32, steps=2, cfg=9.0, sampler="ddim", eta=0.0, fps=8, context_frames=None,
+DEFAULTS = dict(num_frames=2, height=32, width=32, steps=2, guidance_scale=9.0, sampler="ddim", eta=0.0, fps=8,
+                context_frames=None, context_overlap=4)
+# The manifest records the settings by the keys prompt lines had first, as folders made before hold them.
+RECORDED = dict(frames=2, height=32, width=32, steps=2, cfg=9.0, sampler="ddim", eta=0.0, fps=8, context_frames=None,
                 context_overlap=4)
 GOOD = [{"prompt": "a panda playing guitar"}, {"prompt": "a red fox in snow", "seed": 7},
         {"prompt": "a boat / at sea", "negative_prompt": "blurry", "frames": 3}]
@@ -71,12 +75,26 @@ def test_jsonl_lines_override_settings_and_bad_lines_are_named(tmp_path):
         "set.jsonl:3: not JSON (Unterminated string starting at: column 12); expected an object such as "
         "{\"prompt\": \"a panda\", \"seed\": 0}",
         "set.jsonl:7: expected a JSON object with a \"prompt\", got list",
-        "set.jsonl:4: frames must be a whole number in 1-4096, got 0",
-        "set.jsonl:5: steps must be a whole number in 1-999, got 'many'",
-        "set.jsonl:6: unknown key 'guidance'; expected prompt, negative_prompt, seed, name, frames, height, width, "
-        "steps, cfg, sampler, eta, fps, context_frames, context_overlap"]
-    assert [(job.where, job.file, job.negative_prompt, job.settings["frames"]) for job in jobs] == [
+        f"set.jsonl:4: frames must be {SETTINGS['num_frames'].expected}, got 0",
+        f"set.jsonl:5: steps must be {SETTINGS['steps'].expected}, got 'many'",
+        "set.jsonl:6: unknown key 'guidance'; expected prompt, negative_prompt, seed, name, num_frames (or frames), "
+        "height, width, steps, guidance_scale (or cfg), sampler, eta, fps, context_frames, context_overlap"]
+    assert [(job.where, job.file, job.negative_prompt, job.settings["num_frames"]) for job in jobs] == [
         ("set.jsonl:1", "a panda playing guitar-0.mp4", "", 2), ("set.jsonl:8", "a boat _ at sea-0.mp4", "blurry", 3)]
+
+
+def test_lines_take_generate_s_names_and_the_older_keys_alike():
+    """``num_frames`` and ``guidance_scale`` make the job ``frames`` and ``cfg`` make, recorded under the older keys
+    (a folder made before resumes); a line giving a setting twice with two values is refused, naming both keys."""
+    entries = [("f:1", {"prompt": "a cat", "num_frames": 3, "guidance_scale": 7.5}),
+               ("f:2", {"prompt": "a dog", "frames": 3, "cfg": 7.5}),
+               ("f:3", {"prompt": "a cow", "frames": 3, "num_frames": 3}),
+               ("f:4", {"prompt": "a pig", "cfg": 7.5, "guidance_scale": 2})]
+    jobs, refused = make_jobs(entries, DEFAULTS, [0])
+    assert [str(p) for p in refused] == ["f:4: cfg 7.5 and guidance_scale 2.0 are one setting; give one of them"]
+    cat, dog, cow = jobs
+    assert cat.settings == dog.settings == {**DEFAULTS, "num_frames": 3, "guidance_scale": 7.5}
+    assert cat.record()["settings"] == {**RECORDED, "frames": 3, "cfg": 7.5} and cow.settings["num_frames"] == 3
 
 
 def test_vbench_full_info_and_msrvtt_annotations_load_as_published(tmp_path):
@@ -116,9 +134,10 @@ def test_names_are_deterministic_and_never_clash():
 
 @pytest.mark.parametrize("option, message", [
     (["--seeds", "0"], "--seeds must be a whole number of at least 1, got 0"),
-    (["--seed-list", "1", "-2"], "--seed-list must be a whole number in 0-18446744073709551615, got -2"),
-    (["--frames", "5000"], "--frames must be a whole number in 1-4096, got 5000"),
-    (["--cfg", "nan"], "--cfg must be a number of at least 0, got nan"),
+    (["--seed-list", "1", "-2"], f"--seed-list must be {SETTINGS['seed'].expected}, got -2"),
+    (["--frames", "5000"], f"--frames/--num-frames must be {SETTINGS['num_frames'].expected}, got 5000"),
+    (["--guidance-scale", "nan"], f"--cfg/--guidance-scale must be {SETTINGS['guidance_scale'].expected}, got nan"),
+    (["--fps", "121"], f"--fps must be {SETTINGS['fps'].expected}, got 121"),
 ])
 def test_bad_options_are_refused_before_anything_runs(option, message, tmp_path, capsys):
     from t2v_core.__main__ import main
@@ -150,12 +169,12 @@ def test_batch_names_bad_lines_and_makes_the_rest(local_run):
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: set.jsonl:")]
     assert [e.split(":")[2] for e in errors] == ["2", "4", "5", "7"], result.stderr
-    assert "frames must be a whole number in 1-4096, got 0" in errors[2] and "empty prompt" in errors[3]
+    assert f"frames must be {SETTINGS['num_frames'].expected}, got 0" in errors[2] and "empty prompt" in errors[3]
     expected = ["a boat _ at sea-0.mp4", "a boat _ at sea-1.mp4", "a panda playing guitar-0.mp4",
                 "a panda playing guitar-1.mp4", "a red fox in snow-7.mp4"]
     assert videos(out) == expected and sorted(e["file"] for e in manifest(out)) == expected
     entry = next(e for e in manifest(out) if e["seed"] == 7)
-    assert entry["prompt"] == "a red fox in snow" and entry["settings"] == DEFAULTS and entry["seconds"] > 0
+    assert entry["prompt"] == "a red fox in snow" and entry["settings"] == RECORDED and entry["seconds"] > 0
 
 
 def test_batch_videos_are_generates_videos(local_run, checkpoints, tmp_path):

@@ -29,6 +29,15 @@ CONTRACT = {
     "ModelScopeT2VPreviewVideo": (["images", "fps", "format", "videos"], []),
 }
 SAMPLER, SAVE = "5", "7"
+# The number inputs that are settings of t2v_core's table, by the table's names.
+SETTING_INPUTS = {
+    "ModelScopeT2VEmptyLatentVideo": {"width": "width", "height": "height", "length": "num_frames",
+                                      "batch_size": "batch_size", "seed": "seed"},
+    "ModelScopeT2VSampler": {"steps": "steps", "cfg": "guidance_scale", "denoise": "denoise", "seed": "seed",
+                             "eta": "eta"},
+    "ModelScopeT2VSaveVideo": {"fps": "fps"}, "ModelScopeT2VPreviewVideo": {"fps": "fps"},
+    "ModelScopeT2VPromptSchedule": {"length": "num_frames"}, "ModelScopeT2VKeyframes": {"length": "num_frames"},
+}
 
 
 def outputs_of(entry, node=SAVE):
@@ -69,6 +78,11 @@ def test_object_info_lists_every_contract_node(comfy):
     sampler = {k: v[1].get("default") for k, v in info["ModelScopeT2VSampler"]["input"]["required"].items()}
     assert (sampler["steps"], sampler["cfg"], sampler["sampler_name"]) == (50, 9.0, "ddim")
     assert info["ModelScopeT2VSaveVideo"]["input"]["required"]["fps"][1]["default"] == 8
+    for node_id, inputs in SETTING_INPUTS.items():  # the command line's and batch lines' defaults and ranges
+        specs = {**info[node_id]["input"]["required"], **info[node_id]["input"].get("optional", {})}
+        for name, setting in ((name, t2v_core.SETTINGS[key]) for name, key in inputs.items()):
+            spec = specs[name][1]
+            assert (spec["default"], spec["min"], spec["max"]) == (setting.default, setting.low, setting.high), name
 
 
 def test_shipped_workflow_frames_equal_generate(comfy):
@@ -413,7 +427,8 @@ def test_save_offers_every_choice_of_core_save_video(comfy):
     for fmt, codec, crf_max in choices:
         assert fmt in formats and codec in codecs and t2v_core.codec_error(fmt, codec) is None, (fmt, codec)
         if crf_max is not None:
-            assert t2v_core.CRF_MAX[codec] == crf_max <= ours["optional"]["crf"][1]["max"], (codec, crf_max)
+            assert t2v_core.VIDEO_CODECS[codec].crf_max == crf_max <= ours["optional"]["crf"][1]["max"], (codec,
+                                                                                                       crf_max)
 
 
 def test_each_video_of_a_batch_is_its_own_file(comfy):

@@ -107,6 +107,21 @@ def test_cli_generate_writes_a_playable_mp4(checkpoints, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["panda.mp4"]
 
 
+@pytest.mark.parametrize("option, value, setting", [("--steps", "1000", "steps"), ("--num-frames", "0", "num_frames"),
+                                                     ("--eta", "1.5", "eta"), ("--sampler", "plms", "sampler")])
+def test_cli_refuses_a_setting_outside_its_range_before_loading(option, value, setting, tmp_path, capsys):
+    """The range named is the settings table's; the checkpoint (missing here) is not even looked at."""
+    from t2v_core.__main__ import main
+
+    out = tmp_path / "x.mp4"
+    assert main(["generate", "--checkpoint", str(tmp_path / "missing"), "--prompt", PROMPT, "--out", str(out),
+                 option, value]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: --") and error.endswith(f" must be {t2v_core.SETTINGS[setting].expected}, got "
+                                                            f"{value if setting != 'sampler' else repr(value)}")
+    assert not out.exists()
+
+
 def test_cli_reports_a_bad_checkpoint_and_writes_nothing(checkpoints, tmp_path):
     out = tmp_path / "x.mp4"
     result = subprocess.run([sys.executable, "-m", "t2v_core", "generate", "--checkpoint", str(checkpoints["zeroscope"]),
