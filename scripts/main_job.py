@@ -29,6 +29,7 @@ VENV = REPO / ".venv"
 WORKFLOWS = REPO / "workflows"
 sys.path.insert(0, str(REPO))
 PORT = (1, 65535)
+PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")  # ComfyUI's --preview-method choices
 log = logging.getLogger("main_job")
 
 SMOKE = "smoke-test-random-weights.safetensors"
@@ -118,9 +119,14 @@ def whole_number(low, high):
     return parse
 
 
+def absolute_path(text):
+    """ComfyUI runs in build/ComfyUI: a folder given relative to where scripts/run started must not move there."""
+    return Path(text).expanduser().resolve()
+
+
 def parser():
     parser = Parser(prog="scripts/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--home", type=Path, default=REPO / "build" / "comfyui-home",
+    parser.add_argument("--home", type=absolute_path, default=REPO / "build" / "comfyui-home",
                         help="ComfyUI's base folder (models/, output/, custom_nodes/); default build/comfyui-home")
     parser.add_argument("--port", type=whole_number(*PORT), default=8188, help="port on 127.0.0.1 (default 8188)")
     parser.add_argument("--prompt", default=None, help="what the video shows (default: the workflow's prompt)")
@@ -133,6 +139,8 @@ def parser():
                              f"test)")
     parser.add_argument("--seed", type=whole_number(seed.low, seed.high), default=seed.default,
                         help=f"seed of the noise video (default {seed.default})")
+    parser.add_argument("--preview-method", choices=PREVIEW_METHODS, default="auto",
+                        help="live previews on the sampler, as ComfyUI's option of that name (default auto)")
     parser.add_argument("--ui", action="store_true",
                         help="start ComfyUI and keep it serving at the printed address; queue nothing")
     return parser
@@ -163,13 +171,23 @@ def end_with_parent():
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def start_comfyui(home, port):
+def comfyui_command(home, port, preview_method, device):
+    """ComfyUI's command line. Its database is a file in ``home``'s user folder: an in-memory one logs three
+    sqlite3.ProgrammingError tracebacks (0.3.75) when the prompt worker's garbage collection closes it in
+    another thread."""
+    return [sys.executable, "main.py", device, "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
+            str(home), "--preview-method", preview_method, "--database-url",
+            f"sqlite:///{home / 'user' / 'comfyui.db'}", "--disable-api-nodes"]
+
+
+def start_comfyui(home, port, preview_method):
     """ComfyUI 0.3.75 of build/ComfyUI serving ``home`` on 127.0.0.1:``port`` with this pack linked in."""
     import torch
 
     if not port_is_free(port):
         raise port_taken(port)
-    (home / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    for folder in ("custom_nodes", "user"):
+        (home / folder).mkdir(parents=True, exist_ok=True)
     link = home / "custom_nodes" / PACK_NAME
     if link.is_symlink() and link.resolve() != REPO:
         link.unlink()  # a link to another checkout, or a broken one
@@ -177,12 +195,10 @@ def start_comfyui(home, port):
         link.symlink_to(REPO)
     logfile = home / "comfyui.log"
     log.info("Starting ComfyUI (log: %s)", logfile)
+    device = "--cpu" if not torch.cuda.is_available() else "--normalvram"
     process = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu" if not torch.cuda.is_available() else "--normalvram", "--listen", "127.0.0.1",
-         "--port", str(port), "--base-directory", str(home), "--preview-method", "auto",
-         "--database-url", "sqlite:///:memory:", "--disable-api-nodes"],
-        cwd=REPO / "build" / "ComfyUI", stdout=open(logfile, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=end_with_parent)
+        comfyui_command(home, port, preview_method, device), cwd=REPO / "build" / "ComfyUI",
+        stdout=open(logfile, "w"), stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=end_with_parent)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         if process.poll() is not None:
@@ -298,13 +314,13 @@ def main():
     signal.signal(signal.SIGTERM, exit_on_signal)
     signal.signal(signal.SIGHUP, exit_on_signal)
     workflow, checkpoint = prepare_workflow(args)
-    process, url = start_comfyui(args.home, args.port)
+    process, url = start_comfyui(args.home, args.port, args.preview_method)
     try:
         if args.ui:
             template = "smoke_test" if checkpoint == SMOKE else "text_to_video"
-            log.info("ComfyUI is running at %s: open it in a browser, then Workflow > Browse Templates > %s > %s "
-                     "(or drag workflows/%s.json onto the page) and Run. Ctrl-C stops it.", url,
-                     PACK_NAME, template, template)
+            log.info("ComfyUI is running at %s: open it in a browser, click the ComfyUI logo at the top left, then "
+                     "Browse Templates > Extensions > %s > %s (or drag workflows/%s.json onto the page) and Run. "
+                     "Ctrl-C stops it.", url, PACK_NAME, template, template)
             process.wait()
             return
         print(run_job(url, workflow, checkpoint, process, args.home))

@@ -24,7 +24,8 @@ def connect(address):
         ray.init(address=address, log_to_driver=False,
                  runtime_env={"py_modules": [str(Path(__file__).parent)]})
     except ConnectionError as e:
-        raise ValueError(f"no Ray cluster at --ray {address} ({e}); start one with `ray start --head`") from None
+        raise ValueError(f"no Ray cluster at --ray {address} ({e}); start one with `ray start --head`; set "
+                         "RAY_AUTH_MODE=token if it uses token authentication (docs/batch-and-ray.md)") from None
     return ray
 
 

@@ -6,6 +6,7 @@ import torch
 
 import comfyui
 import tiny
+from scripts.main_job import SMOKE, make_smoke_checkpoint
 
 torch.set_num_threads(max(torch.get_num_threads(), 1))
 
@@ -76,3 +77,12 @@ def comfy(request, truth, tmp_path_factory):
     server = comfyui.Server(host, base)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def smoke_checkpoint(comfy):
+    """The random-weight checkpoint scripts/run makes, in the server's models/text2video (written once per server)."""
+    path = comfy.base / "models" / "text2video" / SMOKE
+    if not path.exists():
+        make_smoke_checkpoint(path)
+    return path

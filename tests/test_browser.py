@@ -190,8 +190,10 @@ def test_preview_node_shows_each_video_of_a_batch_from_the_temp_folder(page, com
 
 
 def open_template(page, name):
-    """Workflow > Browse Templates, the pack's own list, then the template called ``name``."""
-    page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    """The README's route, clicked: the ComfyUI logo > Browse Templates, the pack's own list under Extensions, then
+    the template called ``name``."""
+    page.locator(".comfyui-logo").first.click()
+    page.get_by_role("menuitem", name="Browse Templates").first.click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_text(PACK_NAME, exact=True).first.click()
     dialog.get_by_text(name, exact=True).first.click()

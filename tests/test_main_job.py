@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui import REPO, free_port
+from comfyui import REPO, free_port, hosts
 from t2v_core import SETTINGS
 from workflows import api_twin, load, nodes_of
 from scripts import main_job
@@ -53,6 +53,33 @@ def test_the_main_job_says_what_it_does_and_prints_the_video(tmp_path):
     assert video.suffix == ".mp4" and video.stat().st_size > 0 and video.is_relative_to(tmp_path / "output")
     for step in ("RANDOM-WEIGHT SMOKE-TEST", "Starting ComfyUI", "Queued"):
         assert step in result.stderr
+    log = (tmp_path / "comfyui.log").read_text()
+    assert "Prompt executed" in log and "Traceback" not in log, log
+    assert (tmp_path / "user" / "comfyui.db").is_file()  # the database ComfyUI was given, not an in-memory one
+
+
+def test_the_preview_method_takes_comfyui_s_choices_and_is_passed_on(capsys):
+    for host in hosts():
+        choices = subprocess.run([host.python, "-c", "import comfy.cli_args as a; "
+                                  "print(' '.join(m.value for m in a.LatentPreviewMethod))"],
+                                 cwd=host.root, capture_output=True, text=True, check=True).stdout.split()
+        assert tuple(choices) == main_job.PREVIEW_METHODS, host.version
+    assert main_job.parser().parse_args([]).preview_method == "auto"
+    args = main_job.parser().parse_args(["--preview-method", "taesd"])
+    command = main_job.comfyui_command(args.home, args.port, args.preview_method, "--cpu")
+    assert command[command.index("--preview-method") + 1] == "taesd"
+    with pytest.raises(SystemExit) as refused:
+        main_job.parser().parse_args(["--preview-method", "fast"])
+    assert refused.value.code == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and "--preview-method: invalid choice: 'fast'" in message, message
+
+
+def test_a_relative_home_is_where_scripts_run_started():
+    """ComfyUI runs in build/ComfyUI: its --base-directory must name the folder the user meant."""
+    args = main_job.parser().parse_args(["--home", "relative"])
+    command = main_job.comfyui_command(args.home, args.port, args.preview_method, "--cpu")
+    assert command[command.index("--base-directory") + 1] == str(Path.cwd() / "relative")
 
 
 def test_a_taken_port_is_named_with_the_option_to_change_it(tmp_path):
@@ -105,7 +132,7 @@ def alive(pid):
 def assert_the_named_template_runs_here(message, port):
     """The template ``--ui`` points to is in the server's template browser, and its checkpoint is one the loader
     offers (without downloaded weights: the smoke checkpoint)."""
-    pack, template = re.search(r"Browse Templates > (\S+) > (\S+) ", message).groups()
+    pack, template = re.search(r"Browse Templates > Extensions > (\S+) > (\S+) ", message).groups()
     url = f"http://127.0.0.1:{port}"
     with urllib.request.urlopen(f"{url}/workflow_templates") as r:
         assert template in json.loads(r.read())[pack]

@@ -7,7 +7,7 @@ from PIL import Image
 
 from comfyui import PACK_NAME
 from scripts.main_job import SMOKE
-from workflows import API, FROM_CHECKPOINT, UI_WORKFLOWS, api_twin, load, load_ui, nodes_of
+from workflows import API, FROM_CHECKPOINT, SMOKE_TEMPLATES, UI_WORKFLOWS, api_twin, load, load_ui, nodes_of
 
 WIDGETS = {
     "ModelScopeT2VCheckpointLoader": ["ckpt_name", "dtype", "vae_name", "weight_dtype", "text_encoder_name"],
@@ -116,10 +116,29 @@ def test_ui_workflow_declares_the_model_files_it_names(name):
             assert model["url"].startswith("https://huggingface.co/") and "/resolve/" in model["url"]
             assert model["url"].rsplit("/", 1)[1] in PUBLISHED_FILE_NAMES, model["url"]
     assert set(declared) == named, f"{name}: declares files it does not use"
-    assert named or name == "smoke_test.json"
+    assert named or name in SMOKE_TEMPLATES
 
 
-def test_the_smoke_test_template_runs_on_the_smoke_checkpoint():
-    loader = nodes_of(load(api_twin("smoke_test.json")), "ModelScopeT2VCheckpointLoader")[0]["inputs"]
+@pytest.mark.parametrize("name", SMOKE_TEMPLATES)
+def test_the_smoke_templates_name_the_smoke_checkpoint(name):
+    loader = nodes_of(load(api_twin(name)), "ModelScopeT2VCheckpointLoader")[0]["inputs"]
     assert loader["ckpt_name"] == SMOKE
     assert loader["vae_name"] == loader["text_encoder_name"] == FROM_CHECKPOINT
+
+
+def test_the_fast_smoke_test_samples_as_fast_text_to_video_on_the_smoke_test_s_video():
+    """Only the sampler's settings differ from smoke_test: those of fast_text_to_video (lcm, 4 steps, cfg 1)."""
+    smoke, fast, few_steps = (load(api_twin(name)) for name in
+                              ("smoke_test.json", "fast_smoke_test.json", "fast_text_to_video.json"))
+    sampler = {k: v for k, v in nodes_of(fast, "ModelScopeT2VSampler")[0]["inputs"].items() if k != "model"}
+    assert sampler == {k: v for k, v in nodes_of(few_steps, "ModelScopeT2VSampler")[0]["inputs"].items() if k != "model"}
+    for node_type in ("ModelScopeT2VCheckpointLoader", "ModelScopeT2VEmptyLatentVideo", "ModelScopeT2VDecode"):
+        assert nodes_of(fast, node_type)[0]["inputs"] == nodes_of(smoke, node_type)[0]["inputs"], node_type
+
+
+@pytest.mark.parametrize("name", SMOKE_TEMPLATES)
+def test_the_smoke_templates_make_a_video_offline(comfy, smoke_checkpoint, name):
+    history = comfy.run(load(api_twin(name)))
+    assert history["status"]["status_str"] == "success", history["status"]
+    video = comfy.output_path(history["outputs"]["7"]["images"][0])
+    assert video.suffix == ".mp4" and video.stat().st_size > 0 and video.parent.name == "smoke-test-random-weights"

@@ -14,6 +14,8 @@ API = WORKFLOWS / "api"
 OLD_WORKFLOWS = Path(__file__).resolve().parent / "data" / "workflows_t2v_types"
 OLD_API = OLD_WORKFLOWS / "api"
 UI_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.json"))
+# The templates that run offline, on the random-weight checkpoint scripts/run makes: the paper's sampler and few steps.
+SMOKE_TEMPLATES = ["smoke_test.json", "fast_smoke_test.json"]
 FROM_CHECKPOINT = "from checkpoint"
 
 
