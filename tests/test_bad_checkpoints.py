@@ -7,8 +7,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import t2v_core
+from helpers import RunsCode
 from t2v_core import CheckpointError
-import tiny
+from tiny import sd15_checkpoint
 
 
 def copy_of(checkpoints, layout, tmp_path):
@@ -49,18 +50,6 @@ def test_truncated_pickle(checkpoints, tmp_path):
         t2v_core.load_pipeline(folder)
 
 
-def sd15_checkpoint(truth):
-    """An image-model checkpoint in the SD-1.x single-file layout: the spatial UNet under model.diffusion_model.,
-    beside a VAE and a text encoder, and no temporal layers."""
-    temporal = ("temopral_conv", "input_blocks.0.1.")
-    state = {k: v for k, v in tiny.unet_original_state(truth["unet"]).items()
-             if not any(t in k for t in temporal) and not k.split(".")[2:3] == ["2"]}
-    state = {f"model.diffusion_model.{k}": v for k, v in state.items()}
-    state.update({f"first_stage_model.{k}": v for k, v in tiny.vae_ldm_state(truth["vae"]).items()})
-    state["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = torch.ones(8)
-    return state
-
-
 def test_sd15_image_checkpoint(truth, tmp_path):
     path = tmp_path / "v1-5-pruned-emaonly.safetensors"
     save_file(sd15_checkpoint(truth), path)
@@ -71,16 +60,6 @@ def test_sd15_image_checkpoint(truth, tmp_path):
 def test_zeroscope_folder_without_vae(checkpoints):
     with pytest.raises(CheckpointError, match=r"zs2_576w: has no VQGAN_autoencoder.pth\. Zeroscope v2 folders ship only"):
         t2v_core.load_pipeline(checkpoints["zeroscope"])
-
-
-class RunsCode:
-    """Unpickling this object would create ``marker``."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
 
 
 def test_pickle_that_would_run_code_is_refused_without_running(checkpoints, tmp_path):

@@ -8,11 +8,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from test_bad_checkpoints import RunsCode
-from test_comfyui_nodes import SAMPLER, SAVE, assert_still_serving, rejected
-from test_model_system import peft_state, tiny_pipe, write_lora
-from test_reliability import run_expecting_error, with_checkpoint
-from workflows import load, nodes_of, tiny_text_to_video
+from helpers import RunsCode, assert_still_serving, rejected, run_expecting_error, tiny_pipe, write_image, write_lora
+from tiny import peft_state
+from workflows import SAMPLER, SAVE, load, nodes_of, tiny_text_to_video, with_checkpoint
 
 NOISE, DECODE, LOADER = "4", "6", "1"
 NAN = float("nan")  # sent as a bare JSON NaN, as json.dumps writes it
@@ -82,8 +80,6 @@ def test_prompt_weights_that_are_no_sensible_number_are_refused(comfy, weight):
 
 
 def test_nan_keyframe_strength_is_refused(comfy):
-    from test_keyframes import write_image
-
     write_image(comfy, "first_frame.png", size=(48, 32))
     prompt, _ = tiny_text_to_video(name="image_to_video_api.json")
     nodes_of(prompt, "ModelScopeT2VKeyframes")[0]["inputs"]["strength"] = NAN

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 import t2v_core
+from helpers import frames, run_latent
 from t2v_core.vae import AutoencoderKL, VAEConfig
 from t2v_core.vae_stripes import decode_in_stripes, encode_in_stripes
-from test_keyframes import run_latent
 from workflows import tiny_text_to_video
 
 
@@ -53,8 +53,6 @@ def decode_graph(tiled):
 def test_tiled_decode_and_encode_nodes_give_the_untiled_frames(comfy):
     """Decode with tiled on equals tiled off within 1/255 (one 8-bit step of rounding); Encode with tiled on gives
     the untiled latents within 1e-5."""
-    from test_core_sampling import frames
-
     whole, tiled = frames(comfy, decode_graph(False)), frames(comfy, decode_graph(True))
     assert np.abs(whole - tiled).max() <= 1 and whole.std() > 2
     pixels = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)

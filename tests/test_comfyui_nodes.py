@@ -14,9 +14,10 @@ from safetensors.torch import save_file
 
 import t2v_core
 import tiny
+from helpers import assert_still_serving, decoded, error_message, loads_of, outputs_of, rejected
 from t2v_core.unet3d import UNet3DConfig
 from t2v_core.video import to_uint8, write_video, write_videos
-from workflows import load, nodes_of, tiny_text_to_video
+from workflows import SAMPLER, SAVE, load, nodes_of, tiny_text_to_video
 
 CONTRACT = {
     "ModelScopeT2VCheckpointLoader": (["ckpt_name"], ["MODEL", "CLIP", "VAE"]),
@@ -28,7 +29,6 @@ CONTRACT = {
     "ModelScopeT2VSaveVideo": (["images", "fps", "filename_prefix", "format"], []),
     "ModelScopeT2VPreviewVideo": (["images", "fps", "format", "videos"], []),
 }
-SAMPLER, SAVE = "5", "7"
 # The number inputs that are settings of t2v_core's table, by the table's names.
 SETTING_INPUTS = {
     "ModelScopeT2VEmptyLatentVideo": {"width": "width", "height": "height", "length": "num_frames",
@@ -38,29 +38,6 @@ SETTING_INPUTS = {
     "ModelScopeT2VSaveVideo": {"fps": "fps"}, "ModelScopeT2VPreviewVideo": {"fps": "fps"},
     "ModelScopeT2VPromptSchedule": {"length": "num_frames"}, "ModelScopeT2VKeyframes": {"length": "num_frames"},
 }
-
-
-def outputs_of(entry, node=SAVE):
-    return entry["outputs"][node]["images"]
-
-
-def assert_still_serving(comfy):
-    """After a failure the server is alive and the next prompt succeeds."""
-    assert comfy.alive()
-    prompt, _ = tiny_text_to_video(length=2, steps=1)
-    entry = comfy.run(prompt)
-    assert entry["status"]["status_str"] == "success"
-
-
-def rejected(comfy, prompt, node_id):
-    """Queue a prompt that validation must refuse: the errors ComfyUI's 400 reports for ``node_id``."""
-    status, body = comfy.queue(prompt)
-    assert status == 400, body
-    return body["node_errors"][node_id]["errors"]
-
-
-def error_message(entry):
-    return next(data["exception_message"] for kind, data in entry["status"]["messages"] if kind == "execution_error")
 
 
 def test_object_info_lists_every_contract_node(comfy):
@@ -322,13 +299,6 @@ def codec_of(path):
     return re.search(r"Video: (\w+)", info).group(1)
 
 
-def decoded(path):
-    """Every frame of a video file, [F, H, W, 3] floats in 0..255."""
-    reader = imageio_ffmpeg.read_frames(str(path))
-    width, height = next(reader)["size"]
-    return np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader]).astype(np.float32)
-
-
 def png_videos(comfy, items, videos):
     """The PNG frames a save node wrote, as ``videos`` arrays [F, H, W, 3] (floats in 0..255)."""
     frames = np.stack([np.asarray(Image.open(comfy.output_path(item))) for item in items]).astype(np.float32)
@@ -486,10 +456,6 @@ def test_preview_node_writes_only_to_the_temp_folder(comfy, fmt):
     assert [Image.open(path).n_frames if fmt == "gif" else len(decoded(path)) for path in paths] == [2, 2]
     assert comfy.get(f"/view?filename={items[0]['filename']}&subfolder={items[0]['subfolder']}&type=temp")
     assert sorted((comfy.base / "output").rglob("*")) == before
-
-
-def loads_of(comfy, name="tiny-t2v"):
-    return len(re.findall(rf"Loaded \S*{name}", comfy.log_text()))
 
 
 def test_a_checkpoint_is_loaded_once(comfy):

@@ -4,8 +4,8 @@ reference grid too (which then samples through ComfyUI's sampling)."""
 import numpy as np
 import pytest
 
-from test_comfyui_nodes import SAMPLER
-from test_core_sampling import core_graph, frames, pack_graph
+from helpers import frames
+from workflows import SAMPLER, core_graph, pack_graph
 
 SECOND = "81"
 GRAPHS = {

@@ -9,11 +9,8 @@ from safetensors.torch import load_file, save_file
 
 import t2v_core
 import tiny
-from test_comfyui_nodes import SAMPLER
-from test_core_sampling import LENGTH, core_graph, frames, pack_graph
-from test_keyframes import run_latent, write_image
-from test_model_system import expected_frames, tiny_pipe
-from workflows import OLD_API, tiny_text_to_video
+from helpers import expected_frames, frames, run_latent, tiny_pipe, write_image
+from workflows import LENGTH, OLD_API, SAMPLER, core_graph, pack_graph, tiny_text_to_video
 
 LATENT_TOL = 1e-4  # fp32 latents of order 1
 PIXEL_TOL = 1  # of 255

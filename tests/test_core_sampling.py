@@ -5,33 +5,9 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from test_comfyui_nodes import SAMPLER, outputs_of
-from workflows import tiny_text_to_video
-
-LENGTH = 6
-
-
-def frames(comfy, prompt):
-    entry = comfy.run(prompt)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    return np.stack([np.asarray(Image.open(comfy.output_path(item))) for item in outputs_of(entry)]).astype(np.float32)
-
-
-def pack_graph(seed, sampler_name, scheduler, steps=4):
-    """The shipped workflow: the pack's noise video, drawn from ``seed``, into the pack's sampler."""
-    prompt, _ = tiny_text_to_video(width=32, height=32, length=LENGTH, steps=steps, seed=seed)
-    prompt[SAMPLER]["inputs"].update(sampler_name=sampler_name, scheduler=scheduler, seed=seed)
-    return prompt
-
-
-def core_graph(seed, sampler_name, scheduler, steps=4):
-    """The shipped core KSampler workflow: an empty latent, core's noise from ``seed``."""
-    prompt, _ = tiny_text_to_video(width=32, height=32, length=LENGTH, steps=steps, seed=seed,
-                                   name="text_to_video_ksampler_api.json")
-    prompt["5"]["inputs"].update(sampler_name=sampler_name, scheduler=scheduler, seed=seed)
-    return prompt
+from helpers import frames
+from workflows import SAMPLER, core_graph, pack_graph
 
 
 def patched(prompt, sampler_id, node_type, inputs):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from safetensors.torch import save_file
 
-from test_core_sampling import frames
-from test_lora import stable_lora_state
+from helpers import frames
+from tiny import stable_lora_state
 from workflows import tiny_text_to_video
 
 TEXT_TOL = 1e-4  # fp32 contexts

@@ -11,22 +11,15 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import t2v_core
-from test_comfyui_nodes import SAMPLER, outputs_of
-from workflows import nodes_of, tiny_text_to_video
+from helpers import frames
+from workflows import SAMPLER, nodes_of, tiny_text_to_video
 
 # MCM's LoRA targets (yhZhai/mcm main.py): these layer names everywhere in the UNet, except the temporal convs.
 MCM_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
                "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
 WIDTH, HEIGHT, LENGTH = 32, 32, 3
-
-
-def frames(comfy, prompt):
-    entry = comfy.run(prompt)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    return np.stack([np.asarray(Image.open(comfy.output_path(item))) for item in outputs_of(entry)]).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,10 @@
 """ModelScope T2V Keyframes: images kept at their frames while both samplers (and core KSampler) make the rest."""
 import numpy as np
 import pytest
-import torch
-from PIL import Image
-from safetensors.torch import load_file
 
 import t2v_core
-from test_comfyui_nodes import SAMPLER
-from test_core_sampling import LENGTH, core_graph, frames, pack_graph
-from test_reliability import run_expecting_error
-
-
-def write_image(comfy, name, size=(32, 32), seed=0):
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(comfy.base / "input" / name)
-    return torch.from_numpy(pixels.astype(np.float32) / 255)
+from helpers import frames, run_expecting_error, run_latent, write_image
+from workflows import LENGTH, SAMPLER, core_graph, pack_graph
 
 
 def with_keyframes(prompt, sampler_id, latent_input, image="key.png", frames_text="0", strength=1.0, length=LENGTH):
@@ -25,13 +15,6 @@ def with_keyframes(prompt, sampler_id, latent_input, image="key.png", frames_tex
     prompt[sampler_id]["inputs"][latent_input] = ["61", 0]
     prompt["62"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler_id, 0], "filename_prefix": "kf/latent"}}
     return prompt
-
-
-def run_latent(comfy, prompt):
-    entry = comfy.run(prompt)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    item = entry["outputs"]["62"]["latents"][0]
-    return load_file(comfy.base / "output" / item["subfolder"] / item["filename"])["latent_tensor"]
 
 
 @pytest.mark.parametrize("sampler_name, scheduler, tolerance", [

@@ -4,26 +4,16 @@ The key lists in tests/data/spec were dumped from the reference implementations 
 UNetSD / LDM autoencoder / OpenCLIP ViT-H-14) at the full 1.7B configuration.
 """
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import read_keys
 from t2v_core import keymaps
 from t2v_core.components import file_layout
 from t2v_core.text_encoder import TextEncoder, TextEncoderConfig
 from t2v_core.unet3d import UNet3D, UNet3DConfig
 from t2v_core.vae import AutoencoderKL, VAEConfig
-
-SPEC = Path(__file__).parent / "data" / "spec"
-
-
-def read_keys(name):
-    keys = {}
-    for line in (SPEC / name).read_text().splitlines():
-        key, shape, _ = line.split("\t")
-        keys[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
-    return keys
 
 
 def layout_keys(model, keymap, prefix=""):

@@ -6,12 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 import t2v_core
-from test_comfyui_nodes import SAMPLER, outputs_of
-from test_core_sampling import frames
-from test_keyframes import run_latent
-from test_model_system import expected_frames
-from test_reliability import assert_still_serving, run_expecting_error
-from workflows import tiny_text_to_video
+from helpers import assert_still_serving, expected_frames, frames, outputs_of, run_expecting_error, run_latent
+from workflows import SAMPLER, tiny_text_to_video
 
 WINDOWS = "8"  # the ContextWindowsManual node of the shipped long_video and loop workflows
 

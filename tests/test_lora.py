@@ -10,11 +10,12 @@ import torch
 from safetensors.torch import save_file
 
 import t2v_core
+from helpers import read_keys
 from t2v_core import keymaps
 from t2v_core.components import export_state
 from t2v_core.text_encoder import TextEncoder, TextEncoderConfig
 from t2v_core.unet3d import UNet3D, UNet3DConfig
-from test_layouts import read_keys
+from tiny import stable_lora_state
 
 PROMPT = "a panda playing guitar on times square"
 # Every layer kind of the UNet: attention and feed-forward linears, the transformers' projections, the ResBlocks'
@@ -106,44 +107,6 @@ def test_peft_lora_frames_match_diffusers_pipeline(strength, peft_file, checkpoi
 
 
 # --- Stable LoRA ------------------------------------------------------------------------------------------------
-
-# Text-To-Video-Finetuning's converter leaves these under their diffusers names.
-UNCONVERTED = ("conv_in.", "conv_out.", "time_embedding.")
-
-
-def stable_lora_state(unet, text, seed, rank=RANK):
-    """A Stable LoRA file's tensors for our ``unet`` and ``text`` as the trainer writes them: original ModelScope
-    names, loralib's factor shapes (k x k convs: [3 out, 3 r] x [3 r, 3 in]; the temporal 3x1x1 Conv3d likewise;
-    the temporal transformers' Conv1d projections [out, r, 1] x [r, in, 1]), q/k/v of the text tower apart."""
-    g = torch.Generator().manual_seed(seed)
-    original = partial(keymaps.unet_original, layers_per_block=unet.config.layers_per_block,
-                       attention_levels=unet.config.cross_attention)
-    modules = {}
-    for key, param in unet.state_dict().items():
-        if key.endswith(".weight") and param.ndim >= 2:
-            name, shape = original(key, param.shape)[0]
-            modules[key[:-7] if key.startswith(UNCONVERTED) else name[:-7]] = shape
-    for key, param in text.state_dict().items():
-        if key.endswith(".weight") and param.ndim == 2 and key != "token_embedding.weight":
-            name = key[len("transformer."):-7]
-            if ".in_proj" in name:
-                modules.update({name.replace("in_proj", f"{p}_proj"): (param.shape[1], param.shape[1]) for p in "qkv"})
-            else:
-                modules[name] = tuple(param.shape)
-    state = {}
-    for name, shape in modules.items():
-        out, inp, *kernel = shape
-        if len(kernel) == 1:  # Conv1d [out, in, 1]
-            a, b = (rank, inp, 1), (out, rank, 1)
-        elif kernel:
-            k = kernel[0]
-            a, b = (rank * k, inp * k), (out * k, rank * k)
-        else:
-            a, b = (rank, inp), (out, rank)
-        state[f"{name}.lora_A"] = torch.randn(a, generator=g) * 0.05
-        state[f"{name}.lora_B"] = torch.randn(b, generator=g) * 0.05
-    return state
-
 
 def extension_merge(weight, lora_a, lora_b, strength):
     """The A1111 text2video extension's merge (``scripts/stable_lora/stable_utils/lora_processor.py``). It skips

@@ -9,35 +9,11 @@ import torch
 from safetensors.torch import save_file
 
 import t2v_core
-from test_comfyui_nodes import SAMPLER
-from test_core_sampling import core_graph, frames, pack_graph
-from test_lora import stable_lora_state
-from workflows import nodes_of, tiny_text_to_video
+from helpers import expected_frames, frames, tiny_pipe, write_lora
+from tiny import peft_state, stable_lora_state
+from workflows import SAMPLER, core_graph, nodes_of, pack_graph, tiny_text_to_video
 
 LORA_NODE = "90"
-
-
-def tiny_pipe(comfy, **kwargs):
-    return t2v_core.load_pipeline(comfy.base / "models" / "text2video" / "tiny-t2v", **kwargs)
-
-
-def peft_state(unet, seed, rank=2):
-    """Random PEFT-named factors (``unet.<module>.lora_A.weight``) for every matrix of ``unet``, with alphas."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, param in unet.state_dict().items():
-        if key.endswith(".weight") and param.ndim >= 2:
-            out, inp, *kernel = param.shape
-            module = "unet." + key[:-len(".weight")]
-            state[f"{module}.lora_A.weight"] = torch.randn(rank, inp, *kernel, generator=g) * 0.05
-            state[f"{module}.lora_B.weight"] = torch.randn(out, rank, *[1] * len(kernel), generator=g) * 0.05
-            state[f"{module}.alpha"] = torch.tensor(2.0 * rank)
-    return state
-
-
-def write_lora(comfy, name, state):
-    save_file(state, comfy.base / "models" / "loras" / name)
-    return name
 
 
 def with_lora(prompt, sampler_id, lora_name, strength):
@@ -46,17 +22,6 @@ def with_lora(prompt, sampler_id, lora_name, strength):
                          "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": strength}}
     prompt[sampler_id]["inputs"]["model"] = [LORA_NODE, 0]
     return prompt
-
-
-def expected_frames(pipe, prompt, seed, **options):
-    """t2v_core's frames for the shipped text-to-video graph ``prompt`` (``options``: more of generate's)."""
-    text = nodes_of(prompt, "ModelScopeT2VTextEncode")
-    latent = nodes_of(prompt, "ModelScopeT2VEmptyLatentVideo")[0]["inputs"]
-    sampler = nodes_of(prompt, "ModelScopeT2VSampler")[0]["inputs"]
-    video = t2v_core.generate(pipe, text[0]["inputs"]["text"], negative_prompt=text[1]["inputs"]["text"],
-                              num_frames=latent["length"], height=latent["height"], width=latent["width"],
-                              steps=sampler["steps"], guidance_scale=sampler["cfg"], seed=seed, **options)
-    return t2v_core.to_uint8(video).astype(np.float32)
 
 
 def test_partial_load_equals_full_load_with_lora_patches_on_the_fly(comfy):

@@ -2,10 +2,8 @@
 import numpy as np
 import pytest
 
-from test_comfyui_nodes import SAMPLER
-from test_core_sampling import LENGTH, core_graph, frames, pack_graph
-from test_reliability import run_expecting_error
-from workflows import tiny_text_to_video
+from helpers import frames, run_expecting_error
+from workflows import LENGTH, SAMPLER, core_graph, pack_graph, tiny_text_to_video
 
 SCHEDULE = "95"
 

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 import tiny
 from comfyui import Server
-from test_layouts import read_keys
+from helpers import read_keys
 
 TOL = 1e-4
 
@@ -82,7 +82,7 @@ def test_prompt_syntax_equals_core_clip_text_encode(comfy, full_text_files):
 def test_core_clip_text_encode_drives_the_pack_sampler(comfy, full_text_files, tmp_path):
     """CONDITIONING from core CLIPLoader (stable_diffusion) + CLIPTextEncode on the checkpoint's OpenCLIP file,
     fp32, into the pack's sampler: the frames of the pack's own Text Encode, on both schedulers."""
-    from test_core_sampling import frames
+    from helpers import frames
     from workflows import tiny_text_to_video
 
     folder, clip_file, _ = full_text_files
@@ -108,8 +108,8 @@ def test_core_lora_loader_patches_the_pack_model_and_a_core_clip(comfy, full_tex
     """Core LoraLoader with the pack's MODEL and core CLIPLoader's CLIP: the UNet part goes to the MODEL (as
     LoraLoaderModelOnly does), the text-encoder part (diffusers names) to core's CLIP, and nothing is reported as
     unmatched."""
-    from test_core_sampling import frames
-    from test_model_system import peft_state
+    from helpers import frames
+    from tiny import peft_state
     from workflows import tiny_text_to_video
 
     import t2v_core

@@ -11,21 +11,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import t2v_core
-from test_bad_checkpoints import RunsCode, sd15_checkpoint
-from test_comfyui_nodes import SAMPLER, SAVE, assert_still_serving, error_message, loads_of, outputs_of, rejected
-from workflows import nodes_of, tiny_text_to_video
-
-
-def run_expecting_error(comfy, prompt):
-    entry = comfy.run(prompt)
-    assert entry["status"]["status_str"] == "error", entry["status"]
-    return error_message(entry)
-
-
-def with_checkpoint(name):
-    prompt, _ = tiny_text_to_video()
-    nodes_of(prompt, "ModelScopeT2VCheckpointLoader")[0]["inputs"]["ckpt_name"] = name
-    return prompt
+from helpers import RunsCode, assert_still_serving, loads_of, outputs_of, rejected, run_expecting_error
+from tiny import sd15_checkpoint
+from workflows import SAMPLER, SAVE, nodes_of, tiny_text_to_video, with_checkpoint
 
 
 def no_temporary_files(comfy):

@@ -4,7 +4,8 @@ One set of random weights (every parameter drawn, zero-initialised ones included
 ModelScope folder, a diffusers folder (fp32 and fp16, safetensors and .bin), a zeroscope v2 folder, single UNet
 files and the project's one-file format. Sizes keep every test at CPU speed: the UNet has two levels of 32/64
 channels (GroupNorm 32 as the original hard-codes), the VAE four levels (so latents are H/8), the text tower 128
-wide with 3 blocks in the OpenCLIP file (2 used).
+wide with 3 blocks in the OpenCLIP file (2 used). Random LoRA factors for these networks (PEFT and Stable LoRA
+names) and an image model's checkpoint built from them (SD-1.x layout) are made here too.
 """
 import gzip
 import json
@@ -194,3 +195,69 @@ def write_single_unet_files(folder, unet_model):
     save_file({f"model.diffusion_model.{k}": v for k, v in original.items()}, folder / "unet_prefixed.safetensors")
     save_file({k: v.contiguous() for k, v in unet_model.state_dict().items()}, folder / "unet_diffusers.safetensors")
     return folder
+
+
+def sd15_checkpoint(truth):
+    """An image-model checkpoint in the SD-1.x single-file layout: the spatial UNet under model.diffusion_model.,
+    beside a VAE and a text encoder, and no temporal layers."""
+    temporal = ("temopral_conv", "input_blocks.0.1.")
+    state = {k: v for k, v in unet_original_state(truth["unet"]).items()
+             if not any(t in k for t in temporal) and not k.split(".")[2:3] == ["2"]}
+    state = {f"model.diffusion_model.{k}": v for k, v in state.items()}
+    state.update({f"first_stage_model.{k}": v for k, v in vae_ldm_state(truth["vae"]).items()})
+    state["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = torch.ones(8)
+    return state
+
+
+# --- LoRA files ------------------------------------------------------------------------------------------------
+
+def peft_state(unet, seed, rank=2):
+    """Random PEFT-named factors (``unet.<module>.lora_A.weight``) for every matrix of ``unet``, with alphas."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, param in unet.state_dict().items():
+        if key.endswith(".weight") and param.ndim >= 2:
+            out, inp, *kernel = param.shape
+            module = "unet." + key[:-len(".weight")]
+            state[f"{module}.lora_A.weight"] = torch.randn(rank, inp, *kernel, generator=g) * 0.05
+            state[f"{module}.lora_B.weight"] = torch.randn(out, rank, *[1] * len(kernel), generator=g) * 0.05
+            state[f"{module}.alpha"] = torch.tensor(2.0 * rank)
+    return state
+
+
+# Text-To-Video-Finetuning's converter leaves these under their diffusers names.
+UNCONVERTED = ("conv_in.", "conv_out.", "time_embedding.")
+
+
+def stable_lora_state(unet, text, seed, rank=4):
+    """A Stable LoRA file's tensors for our ``unet`` and ``text`` as the trainer writes them: original ModelScope
+    names, loralib's factor shapes (k x k convs: [3 out, 3 r] x [3 r, 3 in]; the temporal 3x1x1 Conv3d likewise;
+    the temporal transformers' Conv1d projections [out, r, 1] x [r, in, 1]), q/k/v of the text tower apart."""
+    g = torch.Generator().manual_seed(seed)
+    original = partial(keymaps.unet_original, layers_per_block=unet.config.layers_per_block,
+                       attention_levels=unet.config.cross_attention)
+    modules = {}
+    for key, param in unet.state_dict().items():
+        if key.endswith(".weight") and param.ndim >= 2:
+            name, shape = original(key, param.shape)[0]
+            modules[key[:-7] if key.startswith(UNCONVERTED) else name[:-7]] = shape
+    for key, param in text.state_dict().items():
+        if key.endswith(".weight") and param.ndim == 2 and key != "token_embedding.weight":
+            name = key[len("transformer."):-7]
+            if ".in_proj" in name:
+                modules.update({name.replace("in_proj", f"{p}_proj"): (param.shape[1], param.shape[1]) for p in "qkv"})
+            else:
+                modules[name] = tuple(param.shape)
+    state = {}
+    for name, shape in modules.items():
+        out, inp, *kernel = shape
+        if len(kernel) == 1:  # Conv1d [out, in, 1]
+            a, b = (rank, inp, 1), (out, rank, 1)
+        elif kernel:
+            k = kernel[0]
+            a, b = (rank * k, inp * k), (out * k, rank * k)
+        else:
+            a, b = (rank, inp), (out, rank)
+        state[f"{name}.lora_A"] = torch.randn(a, generator=g) * 0.05
+        state[f"{name}.lora_B"] = torch.randn(b, generator=g) * 0.05
+    return state

@@ -17,6 +17,8 @@ UI_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.json"))
 # The templates that run offline, on the random-weight checkpoint scripts/run makes: the paper's sampler and few steps.
 SMOKE_TEMPLATES = ["smoke_test.json", "fast_smoke_test.json"]
 FROM_CHECKPOINT = "from checkpoint"
+SAMPLER, SAVE = "5", "7"  # the shipped text_to_video's Sampler and Save Video nodes
+LENGTH = 6  # frames of pack_graph and core_graph
 
 
 def load(name, folder=API):
@@ -54,3 +56,24 @@ def tiny_text_to_video(width=48, height=32, length=3, steps=3, seed=None, fmt="p
     for node in nodes_of(prompt, "ModelScopeT2VSaveVideo"):
         node["inputs"]["format"] = fmt
     return prompt, seed
+
+
+def pack_graph(seed, sampler_name, scheduler, steps=4):
+    """The shipped workflow: the pack's noise video, drawn from ``seed``, into the pack's sampler."""
+    prompt, _ = tiny_text_to_video(width=32, height=32, length=LENGTH, steps=steps, seed=seed)
+    prompt[SAMPLER]["inputs"].update(sampler_name=sampler_name, scheduler=scheduler, seed=seed)
+    return prompt
+
+
+def core_graph(seed, sampler_name, scheduler, steps=4):
+    """The shipped core KSampler workflow: an empty latent, core's noise from ``seed``."""
+    prompt, _ = tiny_text_to_video(width=32, height=32, length=LENGTH, steps=steps, seed=seed,
+                                   name="text_to_video_ksampler_api.json")
+    prompt["5"]["inputs"].update(sampler_name=sampler_name, scheduler=scheduler, seed=seed)
+    return prompt
+
+
+def with_checkpoint(name):
+    prompt, _ = tiny_text_to_video()
+    nodes_of(prompt, "ModelScopeT2VCheckpointLoader")[0]["inputs"]["ckpt_name"] = name
+    return prompt
