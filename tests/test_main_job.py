@@ -38,12 +38,22 @@ def whole_number(name, value):
     ("--seed", "-1", whole_number("seed", "-1")),
     ("--port", "70000", "must be a whole number from 1 to 65535, got '70000'"),
 ])
-def test_bad_options_are_refused_in_one_line(option, value, expected):
+def test_bad_options_are_refused_in_one_line(option, value, expected, capsys):
+    """The option parser of scripts/run, in-process: one line naming the option and its range, exit status 2."""
+    with pytest.raises(SystemExit) as refused:
+        main_job.parser().parse_args([option, value])
+    assert refused.value.code == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and f"{option}: {expected}" in message, message
+
+
+def test_options_are_checked_before_the_runtime_is_there():
     """scripts/run checks its options with the interpreter that makes .venv, before torch is there to import."""
-    result = run(option, value, timeout=60)
+    result = run("--frames", "0", timeout=60)
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.count("\n") == 1 and f"{option}: {expected}" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and f"--frames: {whole_number('num_frames', '0')}" in result.stderr, \
+        result.stderr
 
 
 def test_the_main_job_says_what_it_does_and_prints_the_video(tmp_path):
