@@ -23,6 +23,7 @@ import comfy.weight_adapter
 import torch
 
 from .. import t2v_core
+from .validation import require_finite
 
 log = logging.getLogger(__name__)
 UNET_PREFIX = "diffusion_model.unet."
@@ -110,6 +111,7 @@ class Patcher(comfy.model_patcher.ModelPatcher):
                                     strength_model)
         if own not in files:
             return added
+        require_finite(**{"strength_model" if own == UNET_MARKER else "strength_clip": strength_patch})
         if own == UNET_MARKER:
             found = t2v_core.match_lora(files[own].lora, self.model.diffusion_model.unet)
             # Keys for another network in the same call: a CLIP given to core LoraLoader takes the text part.
