@@ -140,19 +140,12 @@ def bench_generate(args):
     print(f"ratio ours/diffusers: {times['ours'] / times['diffusers']:.3f}")
 
 
-def unet_folder(variant="fp16", cache=CACHE):
-    """The full-size UNet (random weights) as the published diffusers folder's ``unet/`` holds it, with the file of
-    ``variant`` ("fp16": ``diffusion_pytorch_model.fp16.safetensors``, 2.8 GB; None: the fp32 file, 5.6 GB)
-    written once by diffusers. Both variants hold the same weights (the fp16 file rounded)."""
-    folder = Path(cache) / "unet"
-    if not (folder / unet_file_name(variant)).exists():
-        unet = diffusers_unet()
-        (unet.half() if variant == "fp16" else unet).save_pretrained(folder, variant=variant)
+def fp16_unet_file():
+    """The full-size UNet as a diffusers ``.fp16.`` safetensors folder, written once (2.8 GB)."""
+    folder = CACHE / "unet"
+    if not (folder / "diffusion_pytorch_model.fp16.safetensors").exists():
+        diffusers_unet().half().save_pretrained(folder, variant="fp16")
     return folder
-
-
-def unet_file_name(variant):
-    return f"diffusion_pytorch_model{'.' + variant if variant else ''}.safetensors"
 
 
 WEIGHT_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
@@ -201,7 +194,7 @@ def peak_memory(which, folder, frames, args, tmp):
 
 def bench_memory(args):
     """Peak memory of one CFG UNet step at the bench's frame count and, on GPU, at 200 frames."""
-    folder = unet_folder()
+    folder = fp16_unet_file()
     kind = "peak RSS" if args.device == "cpu" else "peak VRAM"
     for frames in [args.frames] + ([200] if args.device == "cuda" else []):
         results = {}
@@ -221,7 +214,7 @@ def bench_memory(args):
 def bench_fp8(args):
     """The loader's weight_dtype: peak memory of one CFG UNet step with the UNet's matrices stored in fp8 (and
     diffusers' from the same .fp16. file), and the output's drift from the 16-bit weights computed alike."""
-    folder = unet_folder()
+    folder = fp16_unet_file()
     kind = "peak RSS" if args.device == "cpu" else "peak VRAM"
     with tempfile.TemporaryDirectory() as tmp:
         results = {which: peak_memory(which, folder, args.frames, args, tmp)

@@ -116,8 +116,8 @@ def matmul_peaks(device="cpu", dtype=torch.float32, n=4096, repeats=5):
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     fns = {"torch.mm": lambda: a @ b}
-    if ops.kernels(a, b) is ops.ONEDNN_KERNELS:
-        fns["oneDNN"] = lambda: ops.ONEDNN_KERNELS.linear(a, b)
+    if ops.use_onednn(a, b):
+        fns["oneDNN"] = lambda: ops.linear(a, b)
     return {name: 2 * n ** 3 / s for name, s in alternate(fns, repeats, device).items()}
 
 

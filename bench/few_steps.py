@@ -29,12 +29,12 @@ def sampler_runs(size, frames, comfyui, pack_name):
     """``run(model, steps, cfg, sampler_name) -> (seconds, latents)`` on the pack's Sampler node, and the MODEL."""
     import torch
 
-    from bench.bench import unet_folder
+    from bench.bench import fp16_unet_file
     from bench.common import pack_in_comfyui, pack_model
 
     module = pack_in_comfyui(comfyui, pack_name)
     sampler_node, t2v_core = module("nodes.sampler").Sampler, module("t2v_core")
-    unet = t2v_core.load_unet(unet_folder() / "diffusion_pytorch_model.fp16.safetensors", head_dim=64,
+    unet = t2v_core.load_unet(fp16_unet_file() / "diffusion_pytorch_model.fp16.safetensors", head_dim=64,
                               ops=module("nodes.layers").OPS)
     model = pack_model(module, unet)
     noise, _ = t2v_core.initial_noise(SEED, frames, size * 8, size * 8, 8)
@@ -109,9 +109,9 @@ def main():
     import torch
     from comfyui import PACK_NAME, version_of
 
-    from bench.bench import machine, unet_folder
+    from bench.bench import fp16_unet_file, machine
 
-    unet_folder()  # written here, where diffusers is installed
+    fp16_unet_file()  # written here, where diffusers is installed
     python = (args.comfyui / ".python").read_text().strip() if (args.comfyui / ".python").exists() else sys.executable
     print(f"few steps and caches, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, "
           f"{machine(argparse.Namespace(device='cpu'))}; ComfyUI {version_of(args.comfyui)}")

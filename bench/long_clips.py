@@ -34,9 +34,9 @@ def inputs(t2v_core, frames, size):
 
 def load_unet(t2v_core, **kwargs):
     """The full-size UNet from the bench's .fp16. file (weights kept in fp16, computed in fp32)."""
-    from bench.bench import unet_folder
+    from bench.bench import fp16_unet_file
 
-    return t2v_core.load_unet(unet_folder() / "diffusion_pytorch_model.fp16.safetensors", head_dim=64, **kwargs)
+    return t2v_core.load_unet(fp16_unet_file() / "diffusion_pytorch_model.fp16.safetensors", head_dim=64, **kwargs)
 
 
 def run_t2v_core(frames, size):

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops as default_ops
+from .ops import geglu
 
 
 def attention(q, k, v, heads, causal=False):
@@ -39,15 +40,17 @@ class Attention(nn.Module):
 
 
 class GEGLU(nn.Module):
-    """One projection to twice the width: a value half times the GELU of a gate half (``ops.gated_gelu``), fused
-    where the kernels fuse it."""
+    """One projection to twice the width: a value half times the GELU of a gate half (``ops.geglu``), fused where
+    the layer offers it."""
 
     def __init__(self, dim_in, dim_out, ops=default_ops):
         super().__init__()
         self.proj = ops.Linear(dim_in, dim_out * 2)
 
     def forward(self, x):
-        return self.proj.geglu(x)
+        if hasattr(self.proj, "geglu"):
+            return self.proj.geglu(x)
+        return geglu(self.proj(x))
 
 
 class FeedForward(nn.Module):
@@ -69,7 +72,7 @@ def run_attention(kind, attn, x, context):
 
 
 class TransformerBlock(nn.Module):
-    """x + attn1(LN(x)), then + attn2(LN(x), context), then + FF(LN(x)).
+    """x += attn1(LN(x)); x += attn2(LN(x), context); x += FF(LN(x)).
 
     With ``context_dim=None`` the second attention is a self-attention too (the temporal transformers).
     ``attend(kind, attn, x, context)`` runs each attention (``run_attention`` unless a host patches it).
@@ -85,6 +88,7 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(dim, ops=ops)
 
     def forward(self, x, context=None, attend=run_attention):
-        x = x + attend("attn1", self.attn1, self.norm1(x), None)
-        x = x + attend("attn2", self.attn2, self.norm2(x), context)
-        return x + self.ff(self.norm3(x))
+        """Updates ``x`` (a fresh projection inside the transformers) in place."""
+        x += attend("attn1", self.attn1, self.norm1(x), None)
+        x += attend("attn2", self.attn2, self.norm2(x), context)
+        return x.add_(self.ff(self.norm3(x)))

@@ -175,8 +175,8 @@ def infer_unet_config(state, keymap, source, head_dim=None, norm_groups=32):
 
 def build_unet(state, layout, source, dtype, head_dim=None, norm_groups=32, ops=default_ops, weight_dtype=None,
                config_source=None):
-    """``layout``: "original" (UNetSD names) or "diffusers" (our own names). ``ops``: the layer classes (t2v_core's own,
-    or a host's whose ``Linear`` has ``ops.LinearProducts``); ``weight_dtype``: see ``storage_dtype``.
+    """``layout``: "original" (UNetSD names) or "diffusers" (our own names). ``ops``: the layer classes (a host's,
+    such as ``comfy.ops.manual_cast``, or t2v_core's own); ``weight_dtype``: see ``storage_dtype``.
     ``config_source``: the file ``head_dim`` and ``norm_groups`` come from (default ``source``)."""
     keymap = unet_keymap(state, layout, source)
     cfg = infer_unet_config(state, keymap, source, head_dim, norm_groups)

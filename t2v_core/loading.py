@@ -190,11 +190,10 @@ def load_pipeline(path, *, device="cpu", dtype=torch.float32, vae=None, variant=
     ``vae``: a separate VAE (file or folder) for checkpoints that ship without one (zeroscope v2, a UNet file), or to
     replace the one they have. ``variant``: "fp16" to prefer a diffusers folder's ``.fp16.`` files. ``compile``:
     wrap the UNet in ``torch.compile`` (the first step then takes minutes to compile; worth it on GPUs). ``ops``:
-    the layer classes every network is built from (default t2v_core's ``ops``; a host's, e.g. ComfyUI's
-    ``comfy.ops.manual_cast`` layers with ``ops.LinearProducts`` in their ``Linear``, as ``nodes/layers.py`` has).
-    ``weight_dtype``: store the UNet's matrices in this dtype (``torch.float8_e4m3fn`` or ``torch.float8_e5m2``),
-    computed in ``dtype`` one layer at a time. ``text_encoder``: a separate text encoder file, for a UNet file
-    (the published files one by one), or to replace the checkpoint's own.
+    the layer classes every network is built from (a host's, e.g. ComfyUI's ``comfy.ops.manual_cast``; default
+    t2v_core's). ``weight_dtype``: store the UNet's matrices in this dtype (``torch.float8_e4m3fn`` or
+    ``torch.float8_e5m2``), computed in ``dtype`` one layer at a time. ``text_encoder``: a separate text encoder
+    file, for a UNet file (the published files one by one), or to replace the checkpoint's own.
     """
     fmt = detect_format(path)
     log.info("Loading %s (%s layout)", path, fmt)

@@ -30,7 +30,7 @@ class TextEncoderConfig:
 
 class SelfAttention(nn.Module):
     """Causal multi-head self-attention with one packed q/k/v projection (``nn.MultiheadAttention``'s
-    ``in_proj_weight``, which the loader maps to ``in_proj.weight``), computed as three products."""
+    ``in_proj_weight``, which the loader maps to ``in_proj.weight``), split three ways where the layer offers it."""
 
     def __init__(self, width, heads, ops=default_ops):
         super().__init__()
@@ -39,7 +39,10 @@ class SelfAttention(nn.Module):
         self.out_proj = ops.Linear(width, width)
 
     def forward(self, x):
-        q, k, v = self.in_proj.split(x, 3)  # [B, N, width] -> 3 x [B, N, width]
+        if hasattr(self.in_proj, "split"):
+            q, k, v = self.in_proj.split(x, 3)
+        else:
+            q, k, v = self.in_proj(x).chunk(3, dim=-1)  # [B, N, 3 width] -> 3 x [B, N, width]
         return self.out_proj(attention(q, k, v, self.heads, causal=True))
 
 

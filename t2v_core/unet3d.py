@@ -8,7 +8,6 @@ checkpoint's names onto them).
 """
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -65,15 +64,16 @@ class TemporalConv(nn.Module):
             norm = ops.GroupNorm(groups, channels, eps=1e-5)
             conv = ops.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
             # Index 2 of layers 2-4 is the dropout of the original; keeping it keeps the checkpoint's indices.
-            act = nn.SiLU()
+            act = nn.SiLU(inplace=True)
             return nn.Sequential(norm, act, conv) if first else nn.Sequential(norm, act, nn.Dropout(0.0), conv)
 
         self.conv1, self.conv2, self.conv3, self.conv4 = layer(True), layer(False), layer(False), layer(False)
 
     def forward(self, x, num_frames):
         h = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
-        h = h + self.conv4(self.conv3(self.conv2(self.conv1(h))))
-        return rearrange(h, "b c f h w -> (b f) c h w")
+        identity = h
+        h = self.conv4(self.conv3(self.conv2(self.conv1(h))))
+        return rearrange(h.add_(identity), "b c f h w -> (b f) c h w")
 
 
 CHUNK_TOKENS = 2 ** 16
@@ -82,26 +82,6 @@ CHUNK_TOKENS = 2 ** 16
 def rows_per_chunk(tokens_per_row, chunk_tokens):
     """How many independent rows (frames, or pixels for the temporal layers) to run through a transformer at once."""
     return max(1, chunk_tokens // tokens_per_row) if chunk_tokens else None
-
-
-def in_chunks(fn, step, x, *aligned):
-    """``fn(x, *aligned)`` for a ``fn`` that treats rows independently, run ``step`` rows at a time (the same rows
-    of ``x`` and of each ``aligned`` tensor) into one output: its working memory is a chunk's."""
-    if step >= len(x):
-        return fn(x, *aligned)
-    out = None
-    for start in range(0, len(x), step):
-        part = fn(x[start:start + step], *(t[start:start + step] for t in aligned))
-        if out is None:
-            out = part.new_empty((len(x), *part.shape[1:]))
-        out[start:start + step] = part
-    return out
-
-
-def run_blocks(blocks, x, context=None, attend=run_attention):
-    for block in blocks:
-        x = block(x, context, attend)
-    return x
 
 
 class SpatialTransformer(nn.Module):
@@ -126,7 +106,10 @@ class SpatialTransformer(nn.Module):
         h = rearrange(self.norm(x), "n c h w -> n (h w) c")  # [(B F), C, H, W] -> [(B F), H*W, C]
         h = self.proj_in(h)
         step = len(h) if attend else rows_per_chunk(height * width, self.chunk_tokens) or len(h)
-        h = in_chunks(partial(run_blocks, self.transformer_blocks, attend=attend or run_attention), step, h, context)
+        for start in range(0, len(h), step):
+            part, part_context = h[start:start + step], context[start:start + step]
+            for block in self.transformer_blocks:
+                block(part, part_context, attend or run_attention)  # updates this view of h in place
         h = self.proj_out(h)
         return x + rearrange(h, "n (h w) c -> n c h w", h=height)
 
@@ -153,7 +136,10 @@ class TemporalTransformer(nn.Module):
         h = rearrange(self.norm(h), "b c f h w -> (b h w) f c")  # statistics over the whole clip
         h = self.proj_in(h)
         step = rows_per_chunk(num_frames, self.chunk_tokens) or len(h)
-        h = in_chunks(partial(run_blocks, self.transformer_blocks), step, h)
+        for start in range(0, len(h), step):
+            part = h[start:start + step]
+            for block in self.transformer_blocks:
+                block(part)  # updates this view of h in place
         h = self.proj_out(h)
         h = rearrange(h, "(b h w) f c -> (b f) c h w", h=height, w=width)
         return x + h

@@ -2,8 +2,6 @@
 with a host's interpreter and ComfyUI tree and read the JSON it prints.
 
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME model_system CHECKPOINT
-    python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME kernels CHECKPOINT
-    python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME train_lora CHECKPOINT
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME prompt_syntax CHECKPOINT CLIP_FILE EMBEDDINGS
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME context_windows
     python tests/in_comfyui.py COMFYUI_ROOT CUSTOM_NODES PACK_NAME one_path CHECKPOINT
@@ -21,15 +19,6 @@ CLIPTextEncode's encoding against the pack's CLIP on CHECKPOINT's copy of the sa
 weights, nesting, escapes, an embedding from EMBEDDINGS and more than 75 tokens, and at earlier layers (core's
 clip_layer, CLIPSetLastLayer's); and the pack's errors for an embedding that is missing or 768 wide, and for core's
 CLIP (of SD 2.x) wired into its Text Encode.
-
-kernels: the pack's MODEL (ComfyUI's layers) against t2v_core's own UNet on CHECKPOINT's weights, loaded fully,
-partially, and with a weight wrapper on every matrix (core's weight_function) against the same change made to
-t2v_core's weights; and one backward pass through a UNet of each layer family. Printed: the differences and the
-gradients' counts.
-
-train_lora: core's Train LoRA node (its schema's defaults, fp32, 2 steps) on CHECKPOINT's MODEL, and in bypass mode
-(adapters run around the layers' forward) where the host has it. Printed: the losses and the adapters whose
-factor that starts at zero is zero still (no gradient reached it).
 
 context_windows: the frame windows and blend weights of core's context handler (standard_static schedule,
 overlap-linear fuse), fused as core fuses them, against t2v_core's ``context_windows``, for several clip lengths.
@@ -95,12 +84,6 @@ def lora_for(unet, rank=2, seed=0):
     return state
 
 
-def unet_inputs(unet, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(2, 4, 3, 8, 8, generator=g), torch.tensor([700.0, 700.0]),
-            torch.randn(2, 77, unet.config.context_dim, generator=g))
-
-
 def forward(patcher, inputs, lowvram):
     """One UNet forward with ``patcher`` loaded fully (lowvram 0) or within ``lowvram`` bytes; then unloaded."""
     patcher.load(CPU, lowvram_model_memory=lowvram, full_load=lowvram == 0)
@@ -146,7 +129,9 @@ def model_system(checkpoint):
     unet = plain.model.diffusion_model.unet
     original = {n: p.detach().clone() for n, p in plain.model.named_parameters()}
     with_lora = comfy.sd.load_lora_for_models(plain, None, lora_for(unet), 0.8, 0.0)[0]
-    inputs = unet_inputs(unet)
+    g = torch.Generator().manual_seed(1)
+    inputs = (torch.randn(2, 4, 3, 8, 8, generator=g), torch.tensor([700.0, 700.0]),
+              torch.randn(2, 77, unet.config.context_dim, generator=g))
     budget = plain.model_size() // 3
     full, _, _ = forward(plain, inputs, 0)
     partial, report, _ = forward(plain, inputs, budget)
@@ -162,73 +147,6 @@ def model_system(checkpoint):
         "weights_restored": restored, "unapplied_warnings": unapplied_warning(),
         "memory_required": {frames: plain.model.memory_required([2, 4, frames, 32, 32]) for frames in (16, 32)},
     }))
-
-
-def gradients(unet, inputs):
-    """The gradients of every parameter of ``unet`` for one backward pass of a loss on its output."""
-    unet.train().requires_grad_(True)
-    unet(*inputs).square().mean().backward()
-    return {name: p.grad for name, p in unet.named_parameters()}
-
-
-def kernels(checkpoint):
-    t2v_core = importlib.import_module(f"{pack_name}.t2v_core")
-    layers = importlib.import_module(f"{pack_name}.nodes.layers")
-    patcher = model_module.load_checkpoint(checkpoint, "fp32").model
-    own = t2v_core.load_pipeline(checkpoint).unet
-    inputs = unet_inputs(own)
-    with torch.no_grad():
-        own_out = own(*inputs)
-    budget = patcher.model_size() // 3
-    full, _, _ = forward(patcher, inputs, 0)
-    partial, partial_report, _ = forward(patcher, inputs, budget)
-    g = torch.Generator().manual_seed(2)
-    deltas = {name: 0.01 * torch.randn(p.shape, generator=g) for name, p in own.named_parameters() if p.ndim >= 2}
-    wrapped = patcher.clone()
-    for name, delta in deltas.items():
-        wrapped.add_weight_wrapper(f"diffusion_model.unet.{name}", lambda weight, delta=delta: weight + delta)
-    wrapped_full, _, _ = forward(wrapped, inputs, 0)
-    wrapped_partial, wrapped_report, _ = forward(wrapped, inputs, budget)
-    with torch.no_grad():
-        for name, p in own.named_parameters():
-            if name in deltas:
-                p.add_(deltas[name])
-        own_changed = own(*inputs)
-    grads = {family: gradients(t2v_core.load_pipeline(checkpoint, ops=ops).unet, inputs)
-             for family, ops in (("t2v_core", t2v_core.ops), ("comfyui", layers.OPS))}
-    print(json.dumps({
-        "full_vs_t2v_core": diff(full, own_out), "partial_vs_full": diff(partial, full),
-        "wrapped_vs_t2v_core": diff(wrapped_full, own_changed),
-        "wrapped_partial_vs_full": diff(wrapped_partial, wrapped_full),
-        "wrapper_effect": diff(wrapped_full, full), "wrapped_matrices": len(deltas),
-        "partial": partial_report, "wrapped_partial": wrapped_report,
-        "gradients": {family: {"parameters": len(g), "finite": sum(v is not None and bool(torch.isfinite(v).all())
-                                                                    for v in g.values())}
-                      for family, g in grads.items()},
-        "gradient_diff": max((diff(grad, grads["comfyui"][n]) for n, grad in grads["t2v_core"].items()
-                              if grad is not None and grads["comfyui"][n] is not None), default=None),
-    }))
-
-
-def train_lora(checkpoint):
-    from comfy_extras.nodes_train import TrainLoraNode
-
-    loaded = model_module.load_checkpoint(checkpoint, "fp32")
-    args = {i.id: [getattr(i, "default", None)] for i in TrainLoraNode.define_schema().inputs}
-    g = torch.Generator().manual_seed(0)
-    # Two latents in a list: 0.3.75's node fails on a single one (``multi_res`` unset)
-    args.update(model=[loaded.model], latents=[{"samples": torch.randn(1, 4, 3, 4, 4, generator=g)} for _ in range(2)],
-                positive=[[[loaded.clip.encode("a red fox"), {}]]], steps=[2], training_dtype=["fp32"],
-                lora_dtype=["fp32"], gradient_checkpointing=[False])
-    runs = {}
-    for mode in ("weights", "bypass") if "bypass_mode" in args else ("weights",):
-        if mode == "bypass":
-            args["bypass_mode"] = [True]
-        *_, lora, losses, _ = TrainLoraNode.execute(**args).result
-        downs = {k: v for k, v in lora.items() if k.endswith(".lora_down.weight")}  # zero before training
-        runs[mode] = {"losses": losses["loss"], "adapters": len(downs),
-                      "untrained": sorted(k for k, v in downs.items() if not v.abs().sum())}
-    print(json.dumps(runs))
 
 
 PROMPTS = {
@@ -463,8 +381,7 @@ def core_latents(checkpoint, vae_file):
     print(json.dumps(report))
 
 
-CHECKS = {"model_system": model_system, "kernels": kernels, "train_lora": train_lora, "prompt_syntax": prompt_syntax,
-          "context_windows": context_windows,
+CHECKS = {"model_system": model_system, "prompt_syntax": prompt_syntax, "context_windows": context_windows,
           "one_path": one_path, "core_types": core_types,
           "core_latents": core_latents}
 CHECKS[check](*check_args)
